@@ -1,0 +1,110 @@
+"""Job functions that the peer job systems run for ``bench.peers``.
+
+The functions are plain and importable by dotted path, so RQ runs them as they are; Celery and
+Dramatiq get thin wrappers, built only when their worker asks for them (``celery_app`` through the
+module ``__getattr__``, ``setup_dramatiq`` through the dramatiq CLI). Importing this module therefore
+never imports celery or dramatiq, which keeps an RQ worker's memory and per-fork import cost honest.
+The jobs reach Redis through the URL in ``PEER_BENCH_REDIS_URL``; the no-op job touches nothing,
+so the drain counts only the peer's own Redis commands.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import redis
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from dramatiq.brokers.redis import RedisBroker
+
+REDIS_URL_ENV = "PEER_BENCH_REDIS_URL"
+QUEUE = "peerbench"
+LATENCY_KEY = "peerbench:latency"
+SENTINEL_KEY = "peerbench:sentinel"
+NOOP = "peer_noop"
+PROBE = "peer_probe"
+SENTINEL = "peer_sentinel"
+
+
+def noop() -> None:
+    """Do nothing: the drain measures the job system, not the job."""
+
+
+def probe(enqueued_at: float) -> None:
+    """Push ``"<enqueued_at> <started_at>"`` (wall-clock seconds) to ``LATENCY_KEY``.
+
+    ``started_at`` is read on the first line, so connecting to Redis here does not count as latency.
+    """
+    started_at = time.time()
+    _client().rpush(LATENCY_KEY, f"{enqueued_at!r} {started_at!r}")
+
+
+def sentinel() -> None:
+    """Set ``SENTINEL_KEY``: enqueued last, it tells the harness a FIFO queue has been worked off."""
+    _client().set(SENTINEL_KEY, "1")
+
+
+@lru_cache(maxsize=1)
+def _client() -> redis.Redis:
+    """One client per process, created on first use (after fork, never inherited)."""
+    return redis.Redis.from_url(os.environ[REDIS_URL_ENV])
+
+
+def kombu_url(redis_url: str) -> str:
+    """Translate a redis-py URL to kombu's form: ``unix://p?db=N`` becomes ``redis+socket://p?virtual_host=N``."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "unix":
+        return redis_url
+    db = parse_qs(parts.query).get("db", ["0"])[0]
+    return f"redis+socket://{parts.path}?virtual_host={db}"
+
+
+def make_celery_app(redis_url: str) -> Celery:
+    """Build a Celery app on ``redis_url`` with the three jobs as tasks; results are never stored."""
+    from celery import Celery
+
+    app = Celery("peerbench", broker=kombu_url(redis_url), set_as_current=False)
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+    )
+    for name, func in ((NOOP, noop), (PROBE, probe), (SENTINEL, sentinel)):
+        app.task(func, name=name, ignore_result=True)
+    return app
+
+
+def make_dramatiq_broker(redis_url: str) -> RedisBroker:
+    """Build a Dramatiq Redis broker on ``redis_url`` (default middleware) with the three jobs as actors."""
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(url=redis_url)  # type: ignore[no-untyped-call]
+    dramatiq.actor(actor_name=NOOP, queue_name=QUEUE, broker=broker)(noop)
+    dramatiq.actor(actor_name=PROBE, queue_name=QUEUE, broker=broker)(probe)
+    dramatiq.actor(actor_name=SENTINEL, queue_name=QUEUE, broker=broker)(sentinel)
+    return broker
+
+
+def setup_dramatiq() -> None:
+    """Install the broker for the dramatiq CLI (``dramatiq bench.peer_jobs:setup_dramatiq``)."""
+    import dramatiq
+
+    dramatiq.set_broker(make_dramatiq_broker(os.environ[REDIS_URL_ENV]))
+
+
+@lru_cache(maxsize=1)
+def _celery_app() -> Celery:
+    return make_celery_app(os.environ[REDIS_URL_ENV])
+
+
+def __getattr__(name: str) -> object:
+    """Build ``celery_app`` on first access, for ``celery -A bench.peer_jobs:celery_app``."""
+    if name == "celery_app":
+        return _celery_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,100 @@
+"""Command line: `run`, `enqueue`, `status`. Exit codes: 0 ok, 1 runtime failure, 2 bad input or settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from loguru import logger
+
+from scheduler import logs
+from scheduler.errors import SchedulerError
+from settings import Settings, SettingsError, load_settings
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `adaptive-scheduler` command."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"adaptive-scheduler: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.setup(settings.log_level, settings.log_json)
+    try:
+        return int(args.handler(settings, args))
+    except SchedulerError as exc:
+        print(f"adaptive-scheduler: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ConnectionError as exc:
+        print(f"adaptive-scheduler: cannot reach Redis: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adaptive-scheduler", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML settings file (also ASCHED_CONFIG)")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="serve jobs in the foreground until SIGTERM/SIGINT")
+    run.add_argument("--demo", action="store_true", help="enqueue a small demo workload at start")
+    run.add_argument("--until-idle", action="store_true", help="stop once every queue is empty")
+    run.set_defaults(handler=_run)
+
+    enqueue = commands.add_parser("enqueue", help="enqueue one job with plain RQ")
+    enqueue.add_argument("task", help="task name (e.g. add) or dotted path")
+    enqueue.add_argument("args", nargs="?", default="[]", help="JSON list of arguments, e.g. '[1, 2]'")
+    enqueue.add_argument("--priority", default="P2", help="P0 (critical) .. P3 (low); default P2")
+    enqueue.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
+    enqueue.add_argument("--timeout", type=int, help="job timeout in seconds")
+    enqueue.set_defaults(handler=_enqueue)
+
+    status = commands.add_parser("status", help="queue depths, slots and counts")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(handler=_status)
+    return parser
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler.service import serve
+
+    return serve(settings, demo=args.demo, until_idle=args.until_idle)
+
+
+def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler.producer import UsageError, enqueue, resolve_redis_url
+
+    try:
+        job_id = enqueue(
+            settings,
+            resolve_redis_url(settings),
+            args.task,
+            args.args,
+            args.kwargs,
+            args.priority,
+            args.timeout,
+        )
+    except UsageError as exc:
+        print(f"adaptive-scheduler: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(job_id)
+    return EXIT_OK
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler.producer import resolve_redis_url
+    from scheduler.status_view import render, snapshot
+
+    overview = snapshot(settings, resolve_redis_url(settings))
+    print(json.dumps(overview, indent=2) if args.json else render(overview))
+    logger.complete()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

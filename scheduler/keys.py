@@ -1,0 +1,45 @@
+"""Every Redis key the daemon touches: RQ's (so RQ's tools see our work) and our own.
+
+RQ's layout is shared by rq 2.x and 3.x: job hashes ``rq:job:<id>``, queues ``rq:queue:<name>``,
+registries ``rq:{wip,finished,failed,scheduled}:<queue>``, results streams ``rq:results:<id>``.
+"""
+
+from __future__ import annotations
+
+RQ_JOB = "rq:job:"
+RQ_QUEUES = "rq:queues"
+RESULTS = "rq:results:"
+OURS = "asched:"
+
+
+def job(job_id: str) -> str:
+    return f"{RQ_JOB}{job_id}"
+
+
+def queue(name: str) -> str:
+    return f"rq:queue:{name}"
+
+
+def started(name: str) -> str:
+    return f"rq:wip:{name}"
+
+
+def finished(name: str) -> str:
+    return f"rq:finished:{name}"
+
+
+def failed(name: str) -> str:
+    return f"rq:failed:{name}"
+
+
+def scheduled(name: str) -> str:
+    return f"rq:scheduled:{name}"
+
+
+def daemon_lease(daemon_id: str) -> str:
+    """Exists (with a TTL) while the daemon `daemon_id` is alive; its claims are safe while it does."""
+    return f"{OURS}daemon:{daemon_id}"
+
+
+DAEMONS = f"{OURS}daemons"  # set of daemon ids that have claimed work (recovery scans it)
+STATS = f"{OURS}stats"  # hash of counters: finished, failed, put_back, ...

@@ -1,0 +1,43 @@
+"""Turning what happened to a job into a `Settlement` (pure): finished, failed, or retried as RQ would."""
+
+from __future__ import annotations
+
+from scheduler.model import ClaimedJob, JobOptions, Outcome, Settlement
+from scheduler.payload import retry_interval_s
+
+
+def finished(job: ClaimedJob, options: JobOptions, result: bytes, started: float, ended: float) -> Settlement:
+    return Settlement(job, Outcome.FINISHED, started, ended, result=result, options=options)
+
+
+def failed(job: ClaimedJob, options: JobOptions, reason: str, started: float, ended: float) -> Settlement:
+    """A failure: retried if the job has RQ retries left (now, or after its interval), else failed."""
+    if options.retries_left <= 0:
+        return Settlement(job, Outcome.FAILED, started, ended, reason=reason, options=options)
+    interval = retry_interval_s(options)
+    run_at = ended + interval if interval > 0 else 0
+    spec = f"{options.retries_left - 1}:{run_at:.3f}:{int(options.retry_at_front)}"
+    return Settlement(job, Outcome.RETRY, started, ended, reason=reason, options=options, retry_spec=spec)
+
+
+def rejected(job: ClaimedJob, options: JobOptions, reason: str, now: float) -> Settlement:
+    """A job that could not even start (bad payload, not allowed): failed, never retried."""
+    return Settlement(job, Outcome.FAILED, now, now, reason=reason, options=options)
+
+
+def put_back(job: ClaimedJob) -> Settlement:
+    """A claimed job returned unrun (or stopped part-way) to the front of its queue."""
+    return Settlement(job, Outcome.PUT_BACK)
+
+
+COUNT_NAMES = {
+    Outcome.FINISHED: "finished",
+    Outcome.FAILED: "failed",
+    Outcome.RETRY: "retried",
+    Outcome.PUT_BACK: "put_back",
+}
+
+
+def count_name(outcome: Outcome) -> str:
+    """The counter an outcome bumps."""
+    return COUNT_NAMES[outcome]

@@ -1,0 +1,143 @@
+"""Decoding a claimed job's hash into an allowlisted call and the RQ options it asks for (pure).
+
+Every check happens here, before anything is imported or run: the payload must be in the configured
+format (JSON unless the operator opted into pickle), name an allowlisted function, and use only the RQ
+options the daemon honours. A violation raises `PayloadError` whose text becomes the job's failure reason.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+from scheduler.errors import PayloadError, TaskNotAllowed
+from scheduler.model import Call, JobOptions
+from tasks.registry import describe_allowed, is_allowed
+
+# Fields read from the job hash at claim time, in this order: the claim script always returns
+# `timeout` first, then the fields it was asked for (FIELDS[1:]).
+FIELDS = (
+    "timeout",
+    "data",
+    "result_ttl",
+    "failure_ttl",
+    "retries_left",
+    "retry_intervals",
+    "enqueue_at_front_on_retry",
+    "success_callback_name",
+    "failure_callback_name",
+    "stopped_callback_name",
+    "repeats_left",
+    "rate_limit_key",
+    "webhooks",
+)
+UNSUPPORTED = {
+    "success_callback_name": "on_success",
+    "failure_callback_name": "on_failure",
+    "stopped_callback_name": "on_stopped",
+    "repeats_left": "repeat",
+    "rate_limit_key": "rate_limit",
+    "webhooks": "webhooks",
+}
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+
+
+def decode_call(data: bytes | None, serializer: str, allowed_modules: tuple[str, ...]) -> Call:
+    """The function call a job's `data` field describes.
+
+    Raises:
+        PayloadError: the payload is missing, malformed or in the wrong format.
+        TaskNotAllowed: it names a function outside the allowlist.
+    """
+    if not data:
+        raise PayloadError("job has no payload (its 'data' field is missing or empty)")
+    raw = _decompress(data)
+    parts = _loads_pickle(raw) if serializer == "pickle" else _loads_json(raw)
+    if not isinstance(parts, list | tuple) or len(parts) != 4:
+        raise PayloadError("payload is not RQ's [func_name, instance, args, kwargs]")
+    func_path, instance, args, kwargs = parts
+    if not isinstance(func_path, str) or not func_path:
+        raise PayloadError(f"payload names no function (func_name is {func_path!r})")
+    if instance is not None:
+        raise PayloadError(f"task {func_path!r}: instance methods are not supported; enqueue a function")
+    if not is_allowed(func_path, allowed_modules):
+        allowed = describe_allowed(allowed_modules)
+        raise TaskNotAllowed(f"task {func_path!r} is not allowed (allowed: {allowed})")
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        raise PayloadError(f"task {func_path!r}: args must be a list and kwargs an object")
+    return Call(func_path, tuple(args), kwargs)
+
+
+def decode_options(fields: Mapping[str, bytes | None], defaults: JobOptions) -> JobOptions:
+    """The RQ options of a job, defaults filled in.
+
+    Raises:
+        PayloadError: an option is malformed or one the daemon does not support.
+    """
+    for name, option in UNSUPPORTED.items():
+        if fields.get(name):
+            raise PayloadError(f"RQ option {option!r} is not supported by adaptive-scheduler")
+    try:
+        return JobOptions(
+            timeout_s=_timeout(fields.get("timeout"), defaults.timeout_s),
+            result_ttl_s=_int(fields.get("result_ttl"), defaults.result_ttl_s),
+            failure_ttl_s=_int(fields.get("failure_ttl"), defaults.failure_ttl_s),
+            retries_left=_int(fields.get("retries_left"), 0),
+            retry_intervals=tuple(json.loads(fields.get("retry_intervals") or b"[]")),
+            retry_at_front=fields.get("enqueue_at_front_on_retry") == b"1",
+        )
+    except (ValueError, TypeError) as exc:
+        raise PayloadError(f"malformed RQ option: {exc}") from None
+
+
+def retry_interval_s(options: JobOptions) -> int:
+    """RQ's rule: the interval for the next retry, the last one repeating."""
+    if not options.retry_intervals:
+        return 0
+    done = max(0, len(options.retry_intervals) - options.retries_left)
+    return int(options.retry_intervals[min(done, len(options.retry_intervals) - 1)])
+
+
+def _decompress(data: bytes) -> bytes:
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload is {len(data)} bytes, above the limit of {MAX_PAYLOAD_BYTES}")
+    try:
+        raw = zlib.decompressobj().decompress(data, MAX_PAYLOAD_BYTES + 1)
+    except zlib.error:
+        return data  # RQ falls back to an uncompressed payload too
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload expands past the limit of {MAX_PAYLOAD_BYTES} bytes")
+    return raw
+
+
+def _loads_json(raw: bytes) -> Any:
+    if raw[:1] == b"\x80":
+        raise PayloadError(
+            "payload is pickle but the daemon accepts JSON: enqueue with "
+            "serializer=rq.serializers.JSONSerializer (or set serializer='pickle' for trusted producers)"
+        )
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"payload is not valid JSON: {exc}") from None
+
+
+def _loads_pickle(raw: bytes) -> Any:
+    try:
+        return pickle.loads(raw)
+    except Exception as exc:  # any error unpickling is a bad payload
+        raise PayloadError(f"payload is not a valid pickle: {exc!r}") from None
+
+
+def _timeout(value: bytes | None, default: float) -> float:
+    if not value:
+        return default
+    seconds = float(value)
+    return float("inf") if seconds < 0 else seconds
+
+
+def _int(value: bytes | None, default: int) -> int:
+    return int(value) if value else default

@@ -1,0 +1,66 @@
+"""`run`: start Redis if none is configured, run the daemon until a signal, stop everything cleanly.
+
+Signal handlers only set flags; the loop notices them within one tick. The first SIGTERM/SIGINT stops
+intake and lets running jobs finish (up to `stop_timeout_s`); a second one stops at once. Either way,
+jobs that did not finish go back to the front of their queues: delivery is at-least-once.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from types import FrameType
+
+from loguru import logger
+
+from scheduler.daemon import Daemon
+from scheduler.demo import enqueue_demo
+from scheduler.redis_server import RedisServer
+from settings import Settings
+
+
+def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> int:
+    """Run one daemon in the foreground; returns the process exit code."""
+    embedded = None
+    url = settings.redis_url_text()
+    if url is None:
+        embedded = RedisServer(settings.state_dir, persistent=True).start()
+        url = embedded.url
+        logger.info("no ASCHED_REDIS_URL: started embedded redis-server at {}", url)
+    try:
+        daemon = Daemon(settings, url)
+        _install_signal_handlers(daemon)
+        daemon.startup()
+        if demo:
+            enqueue_demo(daemon.client, settings)
+        try:
+            _loop(daemon, until_idle)
+        finally:
+            daemon.shutdown()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def _loop(daemon: Daemon, until_idle: bool) -> None:
+    stop_deadline: float | None = None
+    while not daemon.tick():
+        if until_idle and not daemon.stop_requested and daemon.is_idle():
+            logger.info("all queues are empty: stopping (--until-idle)")
+            daemon.request_stop()
+        if daemon.stop_requested and stop_deadline is None:
+            stop_deadline = time.monotonic() + daemon.settings.stop_timeout_s
+        if stop_deadline is not None and time.monotonic() > stop_deadline and not daemon.force_stop:
+            logger.warning("jobs still running after {} s: putting them back", daemon.settings.stop_timeout_s)
+            daemon.request_stop()
+
+
+def _install_signal_handlers(daemon: Daemon) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        how = "at once" if daemon.stop_requested else "after running jobs finish"
+        logger.info("{} received: stopping {}", signal.Signals(signum).name, how)
+        daemon.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

@@ -1,0 +1,109 @@
+"""What each daemon reports about itself, and the `status` view that gathers it with queue depths.
+
+A daemon publishes a small JSON document under its own key every housekeeping turn, with a TTL of one
+lease, so `status` lists exactly the live daemons, on any host, from Redis alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from scheduler import keys
+
+if TYPE_CHECKING:
+    from scheduler.daemon import Daemon
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStatus:
+    index: int
+    pid: int | None
+    job_id: str | None
+    task: str | None
+    running_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatus:
+    id: str
+    pid: int
+    slot_mode: str
+    local: dict[str, int]
+    slots: list[SlotStatus]
+    counts: dict[str, int]
+    at: float = 0.0
+
+    @classmethod
+    def of(cls, daemon: Daemon) -> DaemonStatus:
+        import os
+        import time
+
+        now_mono = time.monotonic()
+        slots = [
+            SlotStatus(
+                slot.index,
+                slot.pid,
+                slot.running.job.id if slot.running else None,
+                slot.running.call.func_path if slot.running else None,
+                round(now_mono - slot.running.started_mono, 3) if slot.running else None,
+            )
+            for slot in daemon.slots
+        ]
+        local = {priority.name: n for priority, n in daemon.local.counts().items()}
+        return cls(
+            daemon.id, os.getpid(), daemon.settings.slot_mode, local, slots, dict(daemon.counts), time.time()
+        )
+
+
+def status_key(daemon_id: str) -> str:
+    return f"{keys.OURS}status:{daemon_id}"
+
+
+def publish(client: redis.Redis, status: DaemonStatus, ttl_s: float) -> None:
+    """Store `status` for `ttl_s` seconds."""
+    client.set(status_key(status.id), json.dumps(asdict(status)), px=int(ttl_s * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Everything `status` shows."""
+
+    queues: dict[str, dict[str, Any]]
+    totals: dict[str, int]
+    daemons: list[dict[str, Any]] = field(default_factory=list)
+
+
+def gather(client: redis.Redis, queue_names: tuple[str, ...]) -> Overview:
+    """Read the overview from Redis: depth and registries per priority, live daemons, totals."""
+    with client.pipeline(transaction=False) as pipe:
+        for name in queue_names:
+            pipe.llen(keys.queue(name))
+            pipe.zcard(keys.started(name))
+            pipe.zcard(keys.finished(name))
+            pipe.zcard(keys.failed(name))
+            pipe.zcard(keys.scheduled(name))
+        pipe.hgetall(keys.STATS)
+        results = pipe.execute()
+    queues = {}
+    for i, name in enumerate(queue_names):
+        queued, started, finished, failed, scheduled = results[i * 5 : i * 5 + 5]
+        queues[f"P{i}"] = {
+            "queue": name,
+            "queued": queued,
+            "started": started,
+            "finished": finished,
+            "failed": failed,
+            "scheduled": scheduled,
+        }
+    totals = {k.decode(): int(v) for k, v in results[-1].items()}
+    return Overview(queues, totals, _daemons(client))
+
+
+def _daemons(client: redis.Redis) -> list[dict[str, Any]]:
+    names = sorted(client.scan_iter(match=status_key("*"), count=100))
+    values = client.mget(names) if names else []
+    return [json.loads(value) for value in values if value]

@@ -1,0 +1,46 @@
+"""`status`: the overview as a dictionary (for --json) and as a plain-text table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import redis
+
+from scheduler.status import gather
+from settings import Settings
+
+
+def snapshot(settings: Settings, url: str) -> dict[str, Any]:
+    """The overview of queues, live daemons and totals, as plain data."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        return asdict(gather(client, settings.queues))
+    finally:
+        client.close()
+
+
+def render(overview: dict[str, Any]) -> str:
+    """A table per section, fixed-width, readable in a terminal."""
+    lines = ["priority  queue         queued  started  finished  failed  scheduled"]
+    for priority, row in overview["queues"].items():
+        lines.append(
+            f"{priority:<9} {row['queue']:<12} {row['queued']:>7} {row['started']:>8} "
+            f"{row['finished']:>9} {row['failed']:>7} {row['scheduled']:>10}"
+        )
+    totals = overview["totals"]
+    lines.append("")
+    lines.append(
+        "totals: " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "no jobs settled yet")
+    )
+    daemons = overview["daemons"]
+    lines.append(f"live daemons: {len(daemons)}")
+    for daemon in daemons:
+        local = " ".join(f"{p}={n}" for p, n in daemon["local"].items())
+        lines.append(f"  {daemon['id']} (pid {daemon['pid']}, {daemon['slot_mode']}) local queue: {local}")
+        for slot in daemon["slots"]:
+            doing = (
+                f"{slot['task']} job {slot['job_id']} for {slot['running_s']} s" if slot["job_id"] else "idle"
+            )
+            lines.append(f"    slot {slot['index']} (pid {slot['pid']}): {doing}")
+    return "\n".join(lines)

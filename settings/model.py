@@ -1,0 +1,120 @@
+"""The settings model: every knob of the daemon, its default, its bounds and what it means.
+
+The README's configuration table is generated from this model (`settings.table`), so a field's
+description is user-facing documentation: say what it does and why one would change it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "ASCHED_"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class Settings(BaseSettings):
+    """All settings of one daemon. Immutable once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis to serve (redis://, rediss:// or unix://). Unset: start a private embedded "
+        "redis-server whose data lives in state_dir.",
+    )
+    state_dir: Path = Field(
+        default=Path(".state"), description="Where the embedded Redis keeps its data and socket."
+    )
+    queues: tuple[str, str, str, str] = Field(
+        default=("p0", "p1", "p2", "p3"),
+        description="RQ queue names for priorities P0 (critical) to P3 (low), highest first.",
+    )
+    slots: int = Field(default=2, ge=1, le=64, description="Execution slots (slot processes).")
+    slot_mode: Literal["pool", "fresh"] = Field(
+        default="pool",
+        description="pool: long-lived slot processes; fresh: a new process per job (full isolation).",
+    )
+    local_queue_depth: int = Field(
+        default=5, ge=1, le=1000, description="Jobs claimed from Redis and held locally, waiting for a slot."
+    )
+    serializer: Literal["json", "pickle"] = Field(
+        default="json",
+        description="Payload format producers use (rq.serializers.JSONSerializer). pickle runs code "
+        "on load: only for trusted producers.",
+    )
+    allowed_modules: tuple[str, ...] = Field(
+        default=(),
+        description="Modules whose functions may run, besides the built-in `tasks` registry.",
+    )
+    default_job_timeout_s: float = Field(
+        default=180.0, gt=0, description="Timeout of a job that sets none (RQ's default is 180 s)."
+    )
+    default_result_ttl_s: int = Field(
+        default=500, ge=-1, description="How long results of finished jobs stay (RQ's default; -1: forever)."
+    )
+    default_failure_ttl_s: int = Field(
+        default=365 * 24 * 3600, ge=-1, description="How long failed jobs stay in the failed registry."
+    )
+    lease_ttl_s: float = Field(
+        default=10.0,
+        ge=1,
+        description="Liveness lease of a daemon: its claimed jobs are recovered this long after it dies.",
+    )
+    stop_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="On stop, how long running jobs may take to finish before they are put back.",
+    )
+    memory_budget: ByteSize | None = Field(
+        default=None,
+        description="Memory budget, e.g. 2GiB. Unset: the cgroup limit, else the host's RAM.",
+    )
+    slot_memory_cap: ByteSize = Field(
+        default=ByteSize(400 * 1000 * 1000), description="A slot process above this RSS is stopped."
+    )
+    elevated_percent: float = Field(default=70.0, description="Pressure at which heartbeat jobs are skipped.")
+    high_percent: float = Field(default=85.0, description="Pressure at which P2/P3 jobs are preempted.")
+    emergency_percent: float = Field(default=95.0, description="Pressure at which all but P0 stops.")
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level logged."
+    )
+    log_json: bool = Field(default=False, description="Log one JSON object per line (journald friendly).")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}")
+        return url
+
+    @field_validator("queues")
+    @classmethod
+    def _distinct_queue_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(names)) != len(names) or not all(names):
+            raise ValueError("must be four distinct, non-empty names")
+        return names
+
+    @model_validator(mode="after")
+    def _thresholds_increase(self) -> Settings:
+        levels = (self.elevated_percent, self.high_percent, self.emergency_percent)
+        if not (0 < levels[0] < levels[1] < levels[2] < 100):
+            raise ValueError(
+                f"thresholds must increase strictly inside (0, 100): elevated_percent={levels[0]}, "
+                f"high_percent={levels[1]}, emergency_percent={levels[2]}"
+            )
+        return self
+
+    def redis_url_text(self) -> str | None:
+        """The Redis URL with its secret, for connecting; never log this."""
+        return self.redis_url.get_secret_value() if self.redis_url else None

@@ -1,0 +1,94 @@
+"""Built-in tasks used by the demo, the tests and the benchmarks.
+
+Producers enqueue them by dotted path with plain RQ, e.g.
+``Queue("p1", connection=r, serializer=JSONSerializer).enqueue("tasks.builtin.add", 1, 2)``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+
+from tasks.registry import task
+
+
+@task()
+def noop() -> None:
+    """Does nothing: the unit of dispatch overhead."""
+
+
+@task()
+def add(a: float, b: float) -> float:
+    """Returns a + b: a job with a result to read back."""
+    return a + b
+
+
+@task()
+def echo(value: object) -> object:
+    """Returns its argument unchanged."""
+    return value
+
+
+@task()
+def sleep(seconds: float) -> float:
+    """Sleeps, then returns how long it slept."""
+    time.sleep(seconds)
+    return seconds
+
+
+@task(heartbeat=True)
+def heartbeat() -> float:
+    """A periodic liveness job: returns the time it ran."""
+    return time.time()
+
+
+@task()
+def stamp(key_hint: str = "") -> float:
+    """Returns the wall-clock time its first line ran: the end point of latency measurements."""
+    return time.time()
+
+
+@task()
+def spin(seconds: float) -> int:
+    """Burns CPU for `seconds` and returns how many loop turns it made."""
+    deadline = time.monotonic() + seconds
+    turns = 0
+    while time.monotonic() < deadline:
+        turns += 1
+    return turns
+
+
+@task()
+def allocate(megabytes: int, hold_s: float = 0.0) -> int:
+    """Allocates and touches `megabytes` MB, holds it for `hold_s`, returns the size."""
+    block = bytearray(megabytes * 1024 * 1024)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    time.sleep(hold_s)
+    return len(block)
+
+
+@task()
+def fail(message: str = "failed on purpose") -> None:
+    """Raises RuntimeError(message): a job that fails normally."""
+    raise RuntimeError(message)
+
+
+@task()
+def exit_process(code: int = 3) -> None:
+    """Ends its own process with os._exit: a job that kills its slot."""
+    os._exit(code)
+
+
+@task()
+def kill_self() -> None:
+    """Sends SIGKILL to its own process."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task()
+def segfault() -> None:
+    """Dereferences a NULL pointer: a job that crashes its slot with SIGSEGV."""
+    ctypes.string_at(0)

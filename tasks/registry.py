@@ -1,0 +1,66 @@
+"""The explicit task registry: the allowlist of functions the daemon may run.
+
+A job names its function by dotted path (RQ's ``func_name``). Only paths registered here with `@task`,
+or functions of modules the operator lists in ``allowed_modules``, are ever imported or run; the daemon
+never imports a dotted path read from Redis before checking it against this allowlist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """What the daemon knows about a registered task without importing anything else."""
+
+    name: str
+    path: str
+    heartbeat: bool = False
+
+
+_BY_PATH: dict[str, TaskInfo] = {}
+_BY_NAME: dict[str, TaskInfo] = {}
+
+
+def task(name: str | None = None, *, heartbeat: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Register a function as an allowlisted task under a short `name` (default: its own name)."""
+
+    def register(func: Callable[P, R]) -> Callable[P, R]:
+        info = TaskInfo(name or func.__name__, f"{func.__module__}.{func.__qualname__}", heartbeat)
+        if _BY_NAME.get(info.name, info) != info:
+            raise ValueError(f"task name {info.name!r} is registered twice")
+        _BY_PATH[info.path] = info
+        _BY_NAME[info.name] = info
+        return func
+
+    return register
+
+
+def lookup(name_or_path: str) -> TaskInfo | None:
+    """The registered task with this short name or dotted path, if any."""
+    return _BY_NAME.get(name_or_path) or _BY_PATH.get(name_or_path)
+
+
+def registered_paths() -> tuple[str, ...]:
+    """Dotted paths of every registered task, sorted."""
+    return tuple(sorted(_BY_PATH))
+
+
+def is_allowed(func_path: str, allowed_modules: tuple[str, ...]) -> bool:
+    """True when `func_path` is a registered task or a function of an allowed module."""
+    if func_path in _BY_PATH:
+        return True
+    module, _, attribute = func_path.rpartition(".")
+    return bool(module) and module in allowed_modules and attribute.isidentifier()
+
+
+def describe_allowed(allowed_modules: tuple[str, ...]) -> str:
+    """A short list of what is allowed, for error messages."""
+    modules = [f"{module}.*" for module in allowed_modules]
+    return ", ".join([*registered_paths(), *modules])

@@ -1,0 +1,95 @@
+"""Test helpers: waiting on a condition, running a real daemon process, producing with plain RQ."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.02) -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s} s: {predicate}")
+
+
+def queue(client: redis.Redis, priority: int) -> Queue:
+    """The plain RQ queue of a priority, as producers use it (JSON serializer)."""
+    return Queue(f"p{priority}", connection=client, serializer=JSONSerializer)
+
+
+def live_daemons(client: redis.Redis) -> int:
+    return len(list(client.scan_iter(match="asched:status:*")))
+
+
+class DaemonProcess:
+    """`python -m scheduler run` as a real child process against the test Redis."""
+
+    def __init__(self, redis_url: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+        full_env = {**os.environ, "ASCHED_REDIS_URL": redis_url, "ASCHED_LOG_LEVEL": "DEBUG", **(env or {})}
+        self.log = tempfile.NamedTemporaryFile(prefix="asched-daemon-", suffix=".log")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "scheduler", "run", *args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.client = redis.Redis.from_url(redis_url)
+
+    def wait_ready(self, count: int = 1, timeout_s: float = 15.0) -> DaemonProcess:
+        """Wait until the daemon has published its status (it has slots up and serves)."""
+        wait_until(lambda: live_daemons(self.client) >= count or self.process.poll() is not None, timeout_s)
+        assert self.process.poll() is None, self.output()
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, then wait for a clean exit; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL the daemon alone, as a crash would (its slots die with it, by PDEATHSIG)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def output(self) -> str:
+        """Everything the daemon logged so far."""
+        return Path(self.log.name).read_text(errors="replace")
+
+
+@contextmanager
+def running_daemon(redis_url: str, **kwargs: Any) -> Iterator[DaemonProcess]:
+    daemon = DaemonProcess(redis_url, **kwargs)
+    try:
+        yield daemon.wait_ready()
+    finally:
+        if daemon.process.poll() is None:
+            daemon.stop()
+        daemon.client.close()
+        daemon.log.close()

@@ -1,0 +1,130 @@
+"""The dispatch path end to end: plain RQ producers, a real daemon process, real slots, real Redis."""
+
+from __future__ import annotations
+
+import redis
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from rq.serializers import JSONSerializer
+
+from tests.helpers import queue, running_daemon, wait_until
+
+
+def fetch(client: redis.Redis, job_id: str) -> Job:
+    return Job.fetch(job_id, connection=client, serializer=JSONSerializer)
+
+
+def failure(client: redis.Redis, job_id: str) -> str:
+    """The failure text RQ's API gives for a job (its latest result)."""
+    result = fetch(client, job_id).latest_result()
+    assert result is not None and result.exc_string, f"job {job_id} has no failure result"
+    return result.exc_string
+
+
+def test_a_thousand_mixed_priority_jobs_finish_and_read_back_through_rq(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given 1,000 jobs spread over P0..P3, enqueued with plain RQ before the daemon starts
+    jobs = [queue(client, i % 4).enqueue("tasks.builtin.add", i, 1) for i in range(1000)]
+    # When the daemon runs
+    with running_daemon(redis_url):
+        wait_until(
+            lambda: sum(FinishedJobRegistry(f"p{p}", connection=client).count for p in range(4)) == 1000,
+            timeout_s=60,
+        )
+    # Then every job reads back through RQ's own API as finished, with its result
+    for i, job in enumerate(jobs):
+        fetched = fetch(client, job.id)
+        assert fetched.get_status() == JobStatus.FINISHED
+        assert fetched.return_value() == i + 1
+    assert all(client.llen(f"rq:queue:p{p}") == 0 and client.zcard(f"rq:wip:p{p}") == 0 for p in range(4))
+
+
+def test_a_p0_job_overtakes_a_p3_backlog(client: redis.Redis, redis_url: str) -> None:
+    # Given a daemon busy with a backlog of P3 jobs
+    backlog = [queue(client, 3).enqueue("tasks.builtin.sleep", 0.02) for _ in range(60)]
+    with running_daemon(redis_url):
+        wait_until(lambda: fetch(client, backlog[10].id).get_status() == JobStatus.FINISHED)
+        # When a P0 job is enqueued
+        urgent = queue(client, 0).enqueue("tasks.builtin.stamp")
+        wait_until(lambda: fetch(client, urgent.id).get_status() == JobStatus.FINISHED)
+        p0_started = fetch(client, urgent.id).started_at
+        enqueued_at = fetch(client, urgent.id).enqueued_at
+        wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in backlog), 30)
+    # Then no P3 job starts between its enqueue and its start, except one per slot that was being
+    # handed over in the same instant
+    overtaken = [j for j in backlog if enqueued_at < fetch(client, j.id).started_at < p0_started]
+    assert len(overtaken) <= 2, overtaken
+    assert sum(fetch(client, j.id).started_at > p0_started for j in backlog) > 20
+
+
+def test_bad_payloads_fail_with_a_clear_reason_and_the_daemon_keeps_serving(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given jobs that name a non-allowlisted function, use pickle, or carry garbage
+    foreign = queue(client, 1).enqueue("os.system", "touch /tmp/asched-canary")
+    from rq import Queue
+
+    pickled = Queue("p1", connection=client).enqueue("tasks.builtin.add", 1, 2)
+    garbage = queue(client, 1).enqueue("tasks.builtin.add", 1, 2)
+    client.hset(f"rq:job:{garbage.id}", "data", b"\x00\xffnot a payload")
+    good = queue(client, 1).enqueue("tasks.builtin.add", 20, 22)
+    with running_daemon(redis_url):
+        wait_until(lambda: fetch(client, good.id).get_status() == JobStatus.FINISHED)
+        wait_until(lambda: FailedJobRegistry("p1", connection=client).count == 3)
+    # Then each failed with a reason that says what is wrong, and the good job still ran
+    assert "task 'os.system' is not allowed (allowed: tasks.builtin.add" in failure(client, foreign.id)
+    assert "payload is pickle but the daemon accepts JSON" in failure(client, pickled.id)
+    assert "not valid JSON" in failure(client, garbage.id)
+    assert fetch(client, good.id).return_value() == 42
+
+
+def test_jobs_that_kill_their_slot_or_overrun_fail_and_the_slot_is_replaced(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given jobs that exit, SIGKILL or segfault their process, and one past its timeout
+    q = queue(client, 2)
+    crashing = {
+        "exited with code 7": q.enqueue("tasks.builtin.exit_process", 7),
+        "killed by SIGKILL": q.enqueue("tasks.builtin.kill_self"),
+        "killed by SIGSEGV": q.enqueue("tasks.builtin.segfault"),
+        "exceeded its timeout of 1 s": q.enqueue("tasks.builtin.sleep", 30, job_timeout=1),
+    }
+    after = q.enqueue("tasks.builtin.add", 2, 2)
+    with running_daemon(redis_url):
+        wait_until(lambda: fetch(client, after.id).get_status() == JobStatus.FINISHED, timeout_s=20)
+        wait_until(
+            lambda: all(fetch(client, j.id).get_status() == JobStatus.FAILED for j in crashing.values())
+        )
+    # Then each failed with its cause in the reason, and later jobs still ran
+    for reason, job in crashing.items():
+        assert reason in failure(client, job.id)
+    assert fetch(client, after.id).return_value() == 4
+
+
+def test_a_failing_job_with_rq_retries_runs_again_then_fails(client: redis.Redis, redis_url: str) -> None:
+    from rq import Retry
+
+    job = queue(client, 1).enqueue("tasks.builtin.fail", "boom", retry=Retry(max=2))
+    with running_daemon(redis_url):
+        wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.FAILED)
+    failed = fetch(client, job.id)
+    assert failed.retries_left == 0
+    assert "RuntimeError: boom" in failed.latest_result().exc_string
+
+
+def test_unsupported_rq_options_fail_the_job_and_say_which(client: redis.Redis, redis_url: str) -> None:
+    from rq import Callback
+
+    job = queue(client, 1).enqueue("tasks.builtin.noop", on_success=Callback("tasks.builtin.noop"))
+    with running_daemon(redis_url):
+        wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.FAILED)
+    assert "RQ option 'on_success' is not supported" in failure(client, job.id)
+
+
+def test_fresh_mode_runs_each_job_in_a_new_process(client: redis.Redis, redis_url: str) -> None:
+    jobs = [queue(client, 1).enqueue("os.getpid") for _ in range(6)]
+    with running_daemon(redis_url, env={"ASCHED_SLOT_MODE": "fresh", "ASCHED_ALLOWED_MODULES": '["os"]'}):
+        wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in jobs))
+    pids = {fetch(client, j.id).return_value() for j in jobs}
+    assert len(pids) == 6

@@ -1,0 +1,92 @@
+"""Settings: sources and precedence, validation, and one readable line per mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from settings import SettingsError, load_settings
+
+
+def test_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.slots == 2 and settings.queues == ("p0", "p1", "p2", "p3") and settings.redis_url is None
+
+
+def test_environment_beats_dotenv_beats_toml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "asched.toml"
+    config.write_text('slots = 3\nlocal_queue_depth = 9\nmemory_budget = "1GiB"\nslot_mode = "fresh"\n')
+    (tmp_path / ".env").write_text("ASCHED_LOCAL_QUEUE_DEPTH=7\nASCHED_SLOT_MODE=pool\n")
+    monkeypatch.setenv("ASCHED_SLOT_MODE", "fresh")
+    settings = load_settings(config)
+    assert (settings.slots, settings.local_queue_depth, settings.slot_mode) == (3, 7, "fresh")
+    assert settings.memory_budget == 1024**3
+
+
+def test_the_config_path_can_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text("slots = 4\n")
+    monkeypatch.setenv("ASCHED_CONFIG", str(tmp_path / "c.toml"))
+    assert load_settings().slots == 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"slots": 0},
+            "invalid setting slots (ASCHED_SLOTS) = 0: Input should be greater than or equal to 1",
+        ),
+        (
+            {"redis_url": "http://host"},
+            "redis_url (ASCHED_REDIS_URL) = <hidden>: Value error, must start with",
+        ),
+        ({"high_percent": 60}, "thresholds must increase strictly inside (0, 100)"),
+        ({"emergency_percent": 100}, "thresholds must increase strictly inside (0, 100)"),
+        ({"memory_budget": "lots"}, "memory_budget (ASCHED_MEMORY_BUDGET) = 'lots': could not parse"),
+        (
+            {"slot_mode": "threads"},
+            "slot_mode (ASCHED_SLOT_MODE) = 'threads': Input should be 'pool' or 'fresh'",
+        ),
+        ({"queues": ["a", "a", "b", "c"]}, "must be four distinct"),
+        ({"colour": "blue"}, "unknown setting 'colour'"),
+    ],
+)
+def test_a_wrong_value_gives_one_line_naming_setting_value_and_rule(
+    overrides: dict[str, object], message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**overrides)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_redis_password_never_appears_in_errors_or_repr(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(redis_url="redis://user:hunter2@localhost:6379/0")
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(redis_url="http://user:hunter2@x", slots=0)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [("slots = [", "is not valid TOML"), (None, "cannot read config file")]
+)
+def test_a_bad_config_file_is_reported(
+    text: str | None, message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "bad.toml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(path)
