@@ -78,14 +78,22 @@ class Settings(BaseSettings):
     )
     memory_budget: ByteSize | None = Field(
         default=None,
-        description="Memory budget, e.g. 2GiB. Unset: the cgroup limit, else the host's RAM.",
+        description="Memory budget, e.g. 2GiB. Unset: the cgroup limit, else the host's RAM. "
+        "(Memory governor: validated, not active yet.)",
     )
     slot_memory_cap: ByteSize = Field(
-        default=ByteSize(400 * 1000 * 1000), description="A slot process above this RSS is stopped."
+        default=ByteSize(400 * 1000 * 1000),
+        description="A slot process above this RSS is stopped. (Not active yet.)",
     )
-    elevated_percent: float = Field(default=70.0, description="Pressure at which heartbeat jobs are skipped.")
-    high_percent: float = Field(default=85.0, description="Pressure at which P2/P3 jobs are preempted.")
-    emergency_percent: float = Field(default=95.0, description="Pressure at which all but P0 stops.")
+    elevated_percent: float = Field(
+        default=70.0, description="Pressure % at which heartbeat jobs are skipped. (Not active yet.)"
+    )
+    high_percent: float = Field(
+        default=85.0, description="Pressure % at which P2/P3 jobs are preempted. (Not active yet.)"
+    )
+    emergency_percent: float = Field(
+        default=95.0, description="Pressure % at which all but P0 stops. (Not active yet.)"
+    )
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Lowest level logged."
     )

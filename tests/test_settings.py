@@ -90,3 +90,10 @@ def test_a_bad_config_file_is_reported(
         path.write_text(text)
     with pytest.raises(SettingsError, match=message):
         load_settings(path)
+
+
+def test_the_readme_configuration_table_matches_the_model() -> None:
+    from settings.table import replace_in
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert replace_in(readme) == readme, "README.md is stale: run `python -m settings.table`"

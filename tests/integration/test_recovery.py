@@ -1,0 +1,70 @@
+"""Crash safety: kill -9 of a daemon mid-run loses no job; a clean stop puts unfinished jobs back."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from rq.job import Job, JobStatus
+from rq.registry import FinishedJobRegistry
+from rq.serializers import JSONSerializer
+
+from tests.helpers import DaemonProcess, queue, running_daemon, wait_until
+
+FAST_LEASE = {"ASCHED_LEASE_TTL_S": "1"}
+
+
+def statuses(client: redis.Redis, ids: list[str]) -> list[JobStatus]:
+    return [Job.fetch(i, connection=client, serializer=JSONSerializer).get_status() for i in ids]
+
+
+def finished_count(client: redis.Redis) -> int:
+    return sum(FinishedJobRegistry(f"p{p}", connection=client).count for p in range(4))
+
+
+def test_kill_9_mid_run_then_restart_leaves_no_job_missing(client: redis.Redis, redis_url: str) -> None:
+    # Given 400 short jobs over all priorities and a daemon working through them
+    ids = [queue(client, i % 4).enqueue("tasks.builtin.sleep", 0.002).id for i in range(400)]
+    first = DaemonProcess(redis_url, env=FAST_LEASE).wait_ready()
+    wait_until(lambda: finished_count(client) >= 100, timeout_s=30)
+    # When it is killed with SIGKILL in the middle of the run, and a new daemon starts
+    first.kill()
+    in_flight = sum(client.zcard(f"rq:wip:p{p}") for p in range(4))
+    with running_daemon(redis_url, env=FAST_LEASE):
+        wait_until(lambda: finished_count(client) == 400, timeout_s=60)
+    # Then every job finished: those the dead daemon held were recovered and run
+    assert statuses(client, ids) == [JobStatus.FINISHED] * 400
+    assert in_flight > 0, "the kill should have caught jobs in flight"
+    assert all(client.zcard(f"rq:wip:p{p}") == 0 for p in range(4))
+
+
+def test_a_clean_stop_puts_the_local_queue_back_and_lets_running_jobs_finish(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given a daemon with both slots busy and claimed jobs waiting in its local queue
+    ids = [queue(client, 2).enqueue("tasks.builtin.sleep", 0.5).id for _ in range(10)]
+    with running_daemon(redis_url) as daemon:
+        wait_until(lambda: statuses(client, ids).count(JobStatus.STARTED) >= 2)
+        # When it receives SIGTERM
+        assert daemon.stop() == 0
+    # Then the two running jobs finished and every other job is back in its queue, in order
+    after = statuses(client, ids)
+    assert after.count(JobStatus.FINISHED) == 2
+    assert after.count(JobStatus.QUEUED) == 8
+    assert [i.decode() for i in client.lrange("rq:queue:p2", 0, -1)] == [
+        i for i, s in zip(ids, after, strict=True) if s == JobStatus.QUEUED
+    ]
+    assert client.zcard("rq:wip:p2") == 0
+
+
+def test_a_second_signal_stops_at_once_and_still_puts_jobs_back(client: redis.Redis, redis_url: str) -> None:
+    ids = [queue(client, 1).enqueue("tasks.builtin.sleep", 30).id for _ in range(3)]
+    with running_daemon(redis_url) as daemon:
+        wait_until(lambda: statuses(client, ids).count(JobStatus.STARTED) == 3)
+        daemon.process.terminate()
+        wait_until(lambda: "stopping after running jobs finish" in daemon.output())
+        started = time.monotonic()
+        assert daemon.stop(timeout_s=10) == 0
+        assert time.monotonic() - started < 5
+    assert statuses(client, ids) == [JobStatus.QUEUED] * 3
+    assert client.llen("rq:queue:p1") == 3
