@@ -10,7 +10,9 @@ itself in Redis (RQ worker registry, Dramatiq heartbeats, a Celery ``ping`` repl
   ``time.time()`` just before the producer's enqueue call (``Queue.enqueue``, ``Task.delay``,
   ``Actor.send``) and passes it as the argument; the job's first line reads ``time.time()`` again and
   pushes both to a Redis list. The harness waits for that pair, pauses ``PAUSE_S`` and sends the next,
-  so every job meets an idle consumer. Nearest-rank percentiles of (start - enqueue).
+  so every job meets an idle consumer. Nearest-rank percentiles of (start - enqueue). An idle
+  Dramatiq consumer polls with exponential backoff (5-10 ms, doubling up to 1 s), so its latency
+  grows with the gap between jobs: these figures hold for the short ``PAUSE_S`` gap only.
 - ``idle_pss_mb``: once the process tree is back to its idle shape (no RQ work horse alive), the sum of
   ``memory_full_info().pss`` over every consumer process and its descendants, in MiB (2**20 bytes).
 - The drain: the consumer processes are frozen with SIGSTOP, ``n_jobs`` no-op jobs are enqueued, and
@@ -31,7 +33,8 @@ itself in Redis (RQ worker registry, Dramatiq heartbeats, a Celery ``ping`` repl
 Each peer runs with its defaults (RQ logs a line per job at INFO, to a file here), two slots each:
 two ``rq worker`` processes; ``celery worker --concurrency 2`` (prefork); ``dramatiq --processes 2
 --threads 1``, the last one also with ``dramatiq_queue_prefetch=32`` (its latency is not measured).
-Every subprocess is stopped (SIGCONT, SIGTERM, then SIGKILL of the process group) in a ``finally``.
+Inherited ``dramatiq_*`` variables are dropped from the consumers' environment. Every subprocess is
+stopped (SIGCONT, SIGTERM, then SIGKILL of the process group) in a ``finally``.
 """
 
 from __future__ import annotations

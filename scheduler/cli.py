@@ -11,7 +11,7 @@ from pathlib import Path
 from loguru import logger
 
 from scheduler import logs
-from scheduler.errors import SchedulerError
+from scheduler.errors import SchedulerError, UsageError
 from settings import Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(settings.log_level, settings.log_json)
     try:
         return int(args.handler(settings, args))
+    except UsageError as exc:
+        print(f"adaptive-scheduler: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SchedulerError as exc:
         print(f"adaptive-scheduler: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -67,22 +70,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
-    from scheduler.producer import UsageError, enqueue, resolve_redis_url
+    from scheduler.producer import enqueue, resolve_redis_url
 
-    try:
-        job_id = enqueue(
-            settings,
-            resolve_redis_url(settings),
-            args.task,
-            args.args,
-            args.kwargs,
-            args.priority,
-            args.timeout,
-        )
-    except UsageError as exc:
-        print(f"adaptive-scheduler: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(job_id)
+    url = resolve_redis_url(settings)
+    print(enqueue(settings, url, args.task, args.args, args.kwargs, args.priority, args.timeout))
     return EXIT_OK
 
 

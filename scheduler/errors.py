@@ -17,3 +17,7 @@ class TaskNotAllowed(PayloadError):
 
 class StartupError(SchedulerError):
     """The daemon cannot start (Redis unreachable, no redis-server binary, ...); exit non-zero."""
+
+
+class UsageError(SchedulerError):
+    """Bad command-line input; the message says what to type instead (exit code 2)."""

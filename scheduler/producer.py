@@ -11,13 +11,10 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 import tasks
+from scheduler.errors import UsageError
 from scheduler.model import Priority
 from scheduler.redis_server import SOCKET_NAME
 from settings import Settings
-
-
-class UsageError(ValueError):
-    """Bad command-line input; the message says what to type instead."""
 
 
 def resolve_redis_url(settings: Settings) -> str:

@@ -1,0 +1,93 @@
+"""The command line as a user types it: real processes, real Redis, exit codes and the words printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from tests.helpers import ROOT, running_daemon, wait_until
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASCHED_")} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: str) -> None:
+    env = {"ASCHED_REDIS_URL": redis_url}
+    with running_daemon(redis_url):
+        enqueued = cli("enqueue", "add", "[2, 40]", "--priority", "P0", env=env)
+        assert enqueued.returncode == 0, enqueued.stderr
+        job_id = enqueued.stdout.strip()
+        job = Job.fetch(job_id, connection=client, serializer=JSONSerializer)
+        wait_until(lambda: job.get_status() == JobStatus.FINISHED)
+        assert job.return_value() == 42
+        status = json.loads(cli("status", "--json", env=env).stdout)
+        table = cli("status", env=env).stdout
+    assert status["queues"]["P0"]["finished"] == 1
+    assert status["totals"]["finished"] == 1
+    assert len(status["daemons"]) == 1 and len(status["daemons"][0]["slots"]) == 2
+    assert "P0        p0" in table and "live daemons: 1" in table
+
+
+def test_bad_cli_input_gets_one_clear_line_and_exit_code_2(redis_url: str) -> None:
+    env = {"ASCHED_REDIS_URL": redis_url}
+    cases = {
+        ("enqueue", "os.system", '["ls"]'): "task 'os.system' is not allowed (allowed: tasks.builtin.add",
+        ("enqueue", "add", "[1,"): "args must be JSON",
+        ("enqueue", "add", '{"a": 1}'): "args must be a JSON list",
+        ("enqueue", "add", "[1, 2]", "--priority", "P7"): "unknown priority 'P7' (use P0, P1, P2 or P3)",
+    }
+    for args, message in cases.items():
+        result = cli(*args, env=env)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_bad_settings_stop_start_up_with_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    result = cli("run", env={"ASCHED_SLOTS": "0"}, cwd=tmp_path)
+    assert result.returncode == 2
+    expected = "invalid setting slots (ASCHED_SLOTS) = '0': Input should be greater than or equal to 1"
+    assert result.stderr.strip() == f"adaptive-scheduler: {expected}"
+
+
+def test_run_without_redis_url_runs_the_demo_on_an_embedded_redis(tmp_path: Path) -> None:
+    # Given no ASCHED_REDIS_URL: the demo runs on an embedded redis-server in the state directory
+    env = {"ASCHED_STATE_DIR": str(tmp_path / "state")}
+    demo = cli("run", "--demo", "--until-idle", env=env)
+    assert demo.returncode == 0, demo.stderr
+    assert "started embedded redis-server" in demo.stderr
+    assert "'finished': 7, 'failed': 3" in demo.stderr
+    # And a status query with no daemon running says how to start one
+    status = cli("status", env=env)
+    assert status.returncode == 2 and "start the daemon" in status.stderr
+
+
+def test_the_embedded_redis_keeps_queued_jobs_across_a_restart(tmp_path: Path) -> None:
+    from scheduler.redis_server import RedisServer
+    from tests.helpers import queue
+
+    server = RedisServer(tmp_path, persistent=True).start()
+    job_id = queue(redis.Redis.from_url(server.url), 1).enqueue("tasks.builtin.noop").id
+    server.stop()
+    server = RedisServer(tmp_path, persistent=True).start()
+    try:
+        restarted = redis.Redis.from_url(server.url)
+        assert restarted.lrange("rq:queue:p1", 0, -1) == [job_id.encode()]
+    finally:
+        server.stop()
