@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from multiprocessing.connection import wait
 
 import redis
@@ -53,6 +54,7 @@ class Daemon:
             settings.default_job_timeout_s, settings.default_result_ttl_s, settings.default_failure_ttl_s
         )
         self.slots: list[Slot] = []
+        self.slot_start_ms: deque[float] = deque(maxlen=1000)  # recent slot start-up times
         self.stop_requested = False
         self.force_stop = False
         self.counts = {"finished": 0, "failed": 0, "retried": 0, "put_back": 0, "dropped": 0}
@@ -121,6 +123,14 @@ class Daemon:
         self._waker.stop()
         self.intake.release_lease()
         self.log.info("daemon stopped: {}", self.counts)
+        if self.slot_start_ms:
+            starts = sorted(self.slot_start_ms)
+            self.log.info(
+                "slot start-up over the last {} starts: p50 {:.1f} ms, p99 {:.1f} ms",
+                len(starts),
+                starts[len(starts) // 2],
+                starts[max(0, int(len(starts) * 0.99) - 1)],
+            )
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -263,6 +273,8 @@ class Daemon:
             )
 
     def _new_slot(self, index: int) -> Slot:
+        if self.slots and self.slots[index].start_ms is not None:
+            self.slot_start_ms.append(self.slots[index].start_ms)  # type: ignore[arg-type]
         return Slot(
             index, self._context, self.settings.serializer, one_job=self.settings.slot_mode == "fresh"
         )

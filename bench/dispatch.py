@@ -1,0 +1,181 @@
+"""Dispatch benchmark: adaptive-scheduler against RQ, Celery and Dramatiq, in one run, on one Redis.
+
+For every system (ours in pool and fresh mode, then the peers of `bench.peers`), measured by the same
+harness (`bench.peers.measure_peer`, whose docstring says exactly how each figure is taken):
+drain throughput of no-op jobs enqueued in advance, consumer CPU per job, Redis commands per job
+(INFO commandstats, scripts' inner commands included), enqueue->start latency p50/p99 on an idle
+consumer, idle PSS of the whole consumer process tree. Ours is fed through plain RQ with the JSON
+serializer and writes full RQ bookkeeping (status, times, result stream, finished registry).
+Also reported: the start-up cost of a fresh slot process, as the daemon in fresh mode measured it.
+
+    python -m bench.dispatch [--jobs 5000] [--latency 300] [--peers rq-fork rq-simple celery ...]
+
+Prints a table with ratios against each peer and writes it to bench/results/dispatch.md (and .json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+from rq import Queue
+from rq.registry import FinishedJobRegistry
+from rq.serializers import JSONSerializer
+
+from bench import peer_jobs
+from bench.peers import PEERS, PeerResult, PeerSpec, format_table, measure_peer
+from scheduler.redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+QUEUE = "p1"
+
+
+class SchedulerDriver:
+    """Our daemon as one `python -m scheduler run` process (plus its forkserver and two slots)."""
+
+    def __init__(self, r: redis.Redis, redis_url: str, mode: str) -> None:
+        self.r, self.url, self.mode = r, redis_url, mode
+        self.queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+        self.finished_key = FinishedJobRegistry(QUEUE, connection=r).key
+        self.system = f"adaptive-scheduler {mode} x2"
+        self.idle_procs = 5  # daemon, multiprocessing's resource tracker, forkserver, two slots
+        self.target = 0
+
+    def commands(self) -> list[list[str]]:
+        return [[sys.executable, "-m", "scheduler", "run"]]
+
+    def registered(self) -> bool:
+        return bool(list(self.r.scan_iter(match="asched:status:*")))
+
+    def send_probe(self, enqueued_at: float) -> None:
+        self.queue.enqueue(peer_jobs.probe, enqueued_at)
+
+    def enqueue_noops(self, n: int) -> None:
+        self.target = int(self.r.zcard(self.finished_key)) + n
+        for start in range(0, n, 500):
+            batch = [self.queue.prepare_data(peer_jobs.noop) for _ in range(min(500, n - start))]
+            self.queue.enqueue_many(batch)
+
+    def queue_drain_check(self, pipe: Pipeline) -> None:
+        pipe.llen(self.queue.key)
+        pipe.zcard(self.finished_key)
+
+    def drained(self, replies: list[int]) -> bool:
+        return replies[0] == 0 and replies[1] >= self.target
+
+    def close(self) -> None:
+        """Nothing to release: the queue uses the harness's client."""
+
+
+def our_spec(mode: str, redis_url: str) -> PeerSpec:
+    env = {
+        "ASCHED_REDIS_URL": redis_url,
+        "ASCHED_SLOT_MODE": mode,
+        "ASCHED_ALLOWED_MODULES": '["bench.peer_jobs"]',
+        "ASCHED_LOG_LEVEL": "INFO",
+    }
+    return PeerSpec(lambda r, url: SchedulerDriver(r, url, mode), env=env)
+
+
+def slot_start_line(log_path: Path) -> str:
+    """The daemon's own account of its slot start-ups (logged at shutdown), from its log file."""
+    for line in log_path.read_text(errors="replace").splitlines():
+        if "slot start-up over the last" in line:
+            return line.split("INFO", 1)[-1].split(" ", 2)[-1].strip()
+    return "not reported"
+
+
+def ratio_rows(ours: PeerResult, peers: list[PeerResult]) -> list[str]:
+    """One line per peer: how many times faster, cheaper and quicker ours is."""
+    lines = []
+    for peer in peers:
+        parts = [
+            f"{ours.jobs_per_s / peer.jobs_per_s:.1f}x jobs/s",
+            f"{peer.cpu_ms_per_job / ours.cpu_ms_per_job:.1f}x less CPU/job",
+            f"{peer.redis_cmds_per_job / ours.redis_cmds_per_job:.1f}x fewer Redis cmds/job",
+        ]
+        if peer.latency_p50_ms and ours.latency_p50_ms and peer.latency_p99_ms and ours.latency_p99_ms:
+            parts.append(f"p50 {peer.latency_p50_ms / ours.latency_p50_ms:.1f}x lower")
+            parts.append(f"p99 {peer.latency_p99_ms / ours.latency_p99_ms:.1f}x lower")
+        lines.append(f"vs {peer.system}: " + ", ".join(parts))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dispatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000, help="no-op jobs per drain")
+    parser.add_argument("--latency", type=int, default=300, help="latency probes per system")
+    parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS), help="default: all")
+    parser.add_argument(
+        "--redis-url", help="an existing redis-server (its DB is flushed); default: start one"
+    )
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="asched-bench-") as tmp:
+        server = None if args.redis_url else RedisServer(Path(tmp, "redis"), persistent=False).start()
+        url = args.redis_url or server.url  # type: ignore[union-attr]
+        try:
+            ours = [
+                measure_peer(our_spec(m, url), url, args.jobs, args.latency, Path(tmp, f"{m}.log"))
+                for m in ("pool", "fresh")
+            ]
+            peers = [
+                measure_peer(_peer_spec(k), url, args.jobs, args.latency, Path(tmp, f"{k}.log"))
+                for k in args.peers
+            ]
+            info = redis.Redis.from_url(url).info("server")
+            fresh_start = slot_start_line(Path(tmp, "fresh.log"))
+        finally:
+            if server is not None:
+                server.stop()
+    report(ours, peers, fresh_start, args, info["redis_version"], time.monotonic() - started)
+    return 0
+
+
+def _peer_spec(key: str) -> PeerSpec:
+    from bench.peers import SPECS
+
+    return SPECS[key]
+
+
+def report(
+    ours: list[PeerResult],
+    peers: list[PeerResult],
+    fresh_start: str,
+    args: argparse.Namespace,
+    redis_version: str,
+    took_s: float,
+) -> None:
+    """Print the table and write it, with the raw figures, under bench/results/."""
+    lines = [
+        format_table([*ours, *peers]),
+        "",
+        *ratio_rows(ours[0], peers),
+        "",
+        f"fresh mode, the daemon's slot start-up (fork from its forkserver to ready): {fresh_start}",
+        f"({args.jobs} no-op jobs per drain, {args.latency} latency probes; redis-server {redis_version}, "
+        f"rq {version('rq')}, Python {sys.version.split()[0]}; {took_s:.0f} s in all)",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (RESULTS / "dispatch.md").write_text(f"# Dispatch benchmark, {stamp}\n\n```\n{text}\n```\n")
+    raw = {"when": stamp, "systems": [asdict(r) for r in [*ours, *peers]], "fresh_slot_start": fresh_start}
+    (RESULTS / "dispatch.json").write_text(json.dumps(raw, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
