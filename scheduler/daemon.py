@@ -59,7 +59,7 @@ class Daemon:
         self.force_stop = False
         self.counts = {"finished": 0, "failed": 0, "retried": 0, "put_back": 0, "dropped": 0}
         self._context = forkserver(["tasks", *settings.allowed_modules])
-        self._waker = Waker(redis_url, self.intake._queue_keys)
+        self._waker = Waker(redis_url, self.intake.queue_keys)
         self._pending: list[Settlement] = []
         self._next_housekeeping = 0.0
         self.log = logger.bind(daemon=self.id)
@@ -99,27 +99,26 @@ class Daemon:
 
     def tick(self) -> bool:
         """One turn of the loop; returns True once the daemon may shut down."""
-        self._wait_for_events(TICK_S)
+        self._wait_for_events(0 if self._pending else TICK_S)
         now = time.time()
         self._reap_timeouts(time.monotonic())
-        self._flush(now)
-        if not self.stop_requested:
-            self._dispatch(now)
+        self._exchange(now)
         if now >= self._next_housekeeping:
             self._housekeeping(now)
         return self.stop_requested and (self.force_stop or not any(slot.busy for slot in self.slots))
 
     def shutdown(self) -> None:
         """Put back what did not run, stop slots and waker, release the lease."""
-        now = time.time()
+        unrun = [outcomes.put_back(job) for job in reversed(self.local.drain())]
         for slot in self.slots:
             if slot.running is not None:
-                self._pending.append(outcomes.put_back(slot.running.job))
+                unrun.append(outcomes.put_back(slot.running.job))  # last pushed = first in its queue
                 slot.kill()
             else:
                 slot.stop()
-        self.intake.put_back(self.local.drain(), now)
-        self._flush(now)
+        batch, self._pending = [*self._pending, *unrun], []
+        self.intake.exchange(batch, 0, time.time())
+        self._count(batch)
         self._waker.stop()
         self.intake.release_lease()
         self.log.info("daemon stopped: {}", self.counts)
@@ -204,21 +203,24 @@ class Daemon:
 
     # --- claim and dispatch ----------------------------------------------------------------------
 
-    def _dispatch(self, now: float) -> None:
+    def _exchange(self, now: float) -> None:
+        """Settle what ended and claim what fits (one Redis call), then hand jobs to free slots."""
         free = [slot for slot in self.slots if not slot.busy and slot.ready]
-        want = self.local.room + len(free)
-        if want > 0:
-            claimed, missing = self.intake.claim(want, now)
-            for job in claimed:
-                self.local.push(job)
-            self._note_missing(missing)
-            if len(claimed) + len(missing) < want:
-                self._waker.idle.set()
+        want = 0 if self.stop_requested else self.local.room + len(free)
+        if not want and not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        claimed, missing = self.intake.exchange(batch, want, now)
+        self._count(batch)
+        for job in claimed:
+            self.local.push(job)
+        self._note_missing(missing)
+        if len(claimed) + len(missing) < want:
+            self._waker.idle.set()
         now_mono = time.monotonic()
-        while free and len(self.local):
+        while free and len(self.local) and not self.stop_requested:
             if self._start(free[-1], self.local.pop(), now, now_mono):
                 free.pop()
-        self._flush(now)
 
     def _start(self, slot: Slot, job: ClaimedJob, now: float, now_mono: float) -> bool:
         """Hand `job` to `slot`; False if the job was rejected instead (the slot stays free)."""
@@ -241,11 +243,7 @@ class Daemon:
         self._log_failure(settlement)
         self._pending.append(settlement)
 
-    def _flush(self, now: float) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        self.intake.settle(batch, now)
+    def _count(self, batch: list[Settlement]) -> None:
         for item in batch:
             self.counts[outcomes.count_name(item.outcome)] += 1
 

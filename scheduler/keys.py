@@ -42,4 +42,3 @@ def daemon_lease(daemon_id: str) -> str:
 
 
 DAEMONS = f"{OURS}daemons"  # set of daemon ids that have claimed work (recovery scans it)
-STATS = f"{OURS}stats"  # hash of counters: finished, failed, put_back, ...

@@ -75,7 +75,7 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """A job's outcome, ready to be written to Redis by `intake.settle`."""
+    """A job's outcome, ready to be written to Redis by `Intake.exchange`."""
 
     job: ClaimedJob
     outcome: Outcome

@@ -73,7 +73,7 @@ class Overview:
     """Everything `status` shows."""
 
     queues: dict[str, dict[str, Any]]
-    totals: dict[str, int]
+    totals: dict[str, int]  # summed over the live daemons, since each started
     daemons: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -86,7 +86,6 @@ def gather(client: redis.Redis, queue_names: tuple[str, ...]) -> Overview:
             pipe.zcard(keys.finished(name))
             pipe.zcard(keys.failed(name))
             pipe.zcard(keys.scheduled(name))
-        pipe.hgetall(keys.STATS)
         results = pipe.execute()
     queues = {}
     for i, name in enumerate(queue_names):
@@ -99,8 +98,12 @@ def gather(client: redis.Redis, queue_names: tuple[str, ...]) -> Overview:
             "failed": failed,
             "scheduled": scheduled,
         }
-    totals = {k.decode(): int(v) for k, v in results[-1].items()}
-    return Overview(queues, totals, _daemons(client))
+    daemons = _daemons(client)
+    totals: dict[str, int] = {}
+    for daemon in daemons:
+        for name, count in daemon["counts"].items():
+            totals[name] = totals.get(name, 0) + count
+    return Overview(queues, totals, daemons)
 
 
 def _daemons(client: redis.Redis) -> list[dict[str, Any]]:

@@ -36,7 +36,10 @@ def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: st
         job = Job.fetch(job_id, connection=client, serializer=JSONSerializer)
         wait_until(lambda: job.get_status() == JobStatus.FINISHED)
         assert job.return_value() == 42
-        status = json.loads(cli("status", "--json", env=env).stdout)
+        # daemons publish their counts once a second
+        status = wait_until(
+            lambda: (s := json.loads(cli("status", "--json", env=env).stdout))["totals"]["finished"] and s
+        )
         table = cli("status", env=env).stdout
     assert status["queues"]["P0"]["finished"] == 1
     assert status["totals"]["finished"] == 1

@@ -1,0 +1,141 @@
+-- One round trip per daemon tick: settle the jobs that ended, then claim the next ones.
+--
+-- Settle writes each outcome the way RQ's worker does: job hash status and times, the results stream
+-- (rq:results:<id>), the finished/failed/scheduled registry, the queue (retries, put back), and removal
+-- from the started registry. Claim pops up to N ids, P0 queue first, and adds each to RQ's started
+-- registry (rq:wip:<queue>) as "<job id>:<execution id>" in the same atomic step, so a kill -9 at any
+-- instant leaves every job in its queue, settled, or claimed under an execution id that names its
+-- daemon (recover.lua puts those back once the daemon's lease expires).
+--
+-- KEYS: for each priority P0..P3: queue, started, finished, failed, scheduled (20 keys).
+-- ARGV[1..9]: now (unix s), now (RQ ISO text), worker name, jobs to claim, execution-id prefix,
+--   first execution counter, default timeout (s), lease slack (s), number of settlements S;
+--   then S x 12 settlement values: outcome (finished|failed|retry|put_back), job id, priority index,
+--   execution id, started_at (ISO), ended_at (ISO), started (unix s), ended (unix s), ttl (s, -1 =
+--   forever), payload (base64 return value or base64 zlib exception text), exc_info (zlib text),
+--   retry spec ("<retries left>:<unix s to run at, 0 = now>:<1 at front|0>");
+--   then the job-hash fields to return for each claimed job.
+-- Returns {ids of settled jobs whose dependents wait, flat claim list}; the claim list holds, per job:
+--   priority index, job id, execution id ("" when the job hash is gone: RQ drops such ids too),
+--   the job's timeout, then one value per requested field.
+local now, iso, worker = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local STRIDE = 12
+local FIRST = 10
+local settled = tonumber(ARGV[9])
+local fields_from = FIRST + settled * STRIDE
+
+local zadds, zrems = {}, {}
+local function push(bucket, key, a, b)
+  local list = bucket[key]
+  if not list then list = {}; bucket[key] = list end
+  list[#list + 1] = a
+  if b then list[#list + 1] = b end
+end
+
+local function result(id, kind, ttl, i, field)
+  local stream = 'rq:results:' .. id
+  if ARGV[i + 9] ~= '' then
+    redis.call('XADD', stream, 'MAXLEN', '10', '*', 'type', kind, 'worker_name', worker,
+      'execution_id', ARGV[i + 3], 'execution_started_at', ARGV[i + 6],
+      'execution_ended_at', ARGV[i + 7], field, ARGV[i + 9])
+  else
+    redis.call('XADD', stream, 'MAXLEN', '10', '*', 'type', kind, 'worker_name', worker,
+      'execution_id', ARGV[i + 3], 'execution_started_at', ARGV[i + 6],
+      'execution_ended_at', ARGV[i + 7])
+  end
+  if ttl > 0 then redis.call('EXPIRE', stream, ttl) end
+end
+
+local function score(ttl)
+  if ttl < 0 then return '+inf' end
+  return now + ttl
+end
+
+-- settle
+local dependents = {}
+for i = FIRST, fields_from - 1, STRIDE do
+  local outcome, id, base = ARGV[i], ARGV[i + 1], 5 * tonumber(ARGV[i + 2])
+  local ttl = tonumber(ARGV[i + 8])
+  local key = 'rq:job:' .. id
+  push(zrems, KEYS[base + 2], id .. ':' .. ARGV[i + 3])
+  if outcome == 'finished' then
+    redis.call('HSET', key, 'status', 'finished', 'started_at', ARGV[i + 4], 'ended_at', ARGV[i + 5])
+    if ttl == 0 then
+      redis.call('DEL', key)
+    else
+      result(id, 1, ttl, i, 'return_value')
+      if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+      push(zadds, KEYS[base + 3], score(ttl), id)
+    end
+    dependents[#dependents + 1] = key .. ':dependents'
+  elseif outcome == 'failed' then
+    redis.call('HSET', key, 'status', 'failed', 'started_at', ARGV[i + 4], 'ended_at', ARGV[i + 5],
+      'exc_info', ARGV[i + 10])
+    result(id, 2, ttl, i, 'exc_string')
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+    push(zadds, KEYS[base + 4], score(ttl), id)
+    dependents[#dependents + 1] = key .. ':dependents'
+  elseif outcome == 'retry' then
+    local left, at, front = string.match(ARGV[i + 11], '^(%d+):([%d.]+):(%d)$')
+    if tonumber(at) > 0 then
+      redis.call('HSET', key, 'status', 'scheduled', 'retries_left', left, 'exc_info', ARGV[i + 10])
+      push(zadds, KEYS[base + 5], at, id)
+    else
+      redis.call('HSET', key, 'status', 'queued', 'retries_left', left, 'exc_info', ARGV[i + 10])
+      if front == '1' then redis.call('LPUSH', KEYS[base + 1], id)
+      else redis.call('RPUSH', KEYS[base + 1], id) end
+    end
+  else -- put_back: not run, or stopped part-way: the front of its queue
+    redis.call('HSET', key, 'status', 'queued')
+    redis.call('LPUSH', KEYS[base + 1], id)
+  end
+end
+for key, list in pairs(zadds) do redis.call('ZADD', key, unpack(list)) end
+for key, list in pairs(zrems) do redis.call('ZREM', key, unpack(list)) end
+local with_dependents = {}
+if #dependents > 0 and redis.call('EXISTS', unpack(dependents)) > 0 then
+  for _, dkey in ipairs(dependents) do
+    if redis.call('EXISTS', dkey) == 1 then
+      with_dependents[#with_dependents + 1] = string.sub(dkey, 8, -12)
+    end
+  end
+end
+
+-- claim
+local n = tonumber(ARGV[4])
+local counter = tonumber(ARGV[6])
+local default_timeout, slack = tonumber(ARGV[7]), tonumber(ARGV[8])
+local fields = {}
+for i = fields_from, #ARGV do fields[#fields + 1] = ARGV[i] end
+local claimed = {}
+for qi = 0, 3 do
+  if n <= 0 then break end
+  local ids = redis.call('LPOP', KEYS[5 * qi + 1], n)
+  if ids then
+    local members = {}
+    for _, id in ipairs(ids) do
+      local key = 'rq:job:' .. id
+      local values = redis.call('HMGET', key, 'status', 'ttl', 'timeout', unpack(fields))
+      claimed[#claimed + 1] = qi
+      claimed[#claimed + 1] = id
+      if not values[1] then
+        claimed[#claimed + 1] = ''
+      else
+        local execution = ARGV[5] .. counter
+        counter = counter + 1
+        redis.call('HSET', key, 'status', 'started', 'started_at', iso, 'last_heartbeat', iso,
+          'worker_name', worker)
+        if values[2] then redis.call('PERSIST', key) end
+        local timeout = tonumber(values[3]) or default_timeout
+        if timeout >= 0 then members[#members + 1] = now + timeout + slack
+        else members[#members + 1] = '+inf' end
+        members[#members + 1] = id .. ':' .. execution
+        claimed[#claimed + 1] = execution
+      end
+      for j = 3, #values do claimed[#claimed + 1] = values[j] or '' end
+    end
+    if #members > 0 then redis.call('ZADD', KEYS[5 * qi + 2], unpack(members)) end
+    n = n - #ids
+  end
+end
+return {with_dependents, claimed}
