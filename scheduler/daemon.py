@@ -31,6 +31,8 @@ from scheduler.waker import Waker
 from settings import Settings
 
 TICK_S = 0.1
+FLUSH_S = 0.002  # a settled job reaches Redis at most this late (or when a batch fills)
+REFILL_AT = 2  # claim when the local queue has room for this many jobs
 HOUSEKEEPING_S = 1.0
 
 
@@ -61,6 +63,8 @@ class Daemon:
         self._context = forkserver(["tasks", *settings.allowed_modules])
         self._waker = Waker(redis_url, self.intake.queue_keys)
         self._pending: list[Settlement] = []
+        self._redis_empty = False  # the last claim found every queue empty
+        self._woken = False  # the waker saw a queue get a job since
         self._next_housekeeping = 0.0
         self.log = logger.bind(daemon=self.id)
 
@@ -99,7 +103,7 @@ class Daemon:
 
     def tick(self) -> bool:
         """One turn of the loop; returns True once the daemon may shut down."""
-        self._wait_for_events(0 if self._pending else TICK_S)
+        self._wait_for_events(FLUSH_S if self._pending else TICK_S)
         now = time.time()
         self._reap_timeouts(time.monotonic())
         self._exchange(now)
@@ -145,6 +149,7 @@ class Daemon:
                 self._replace(by_sentinel[item])
         if self._waker.fd in ready:
             self._waker.drain()
+            self._woken = True
 
     def _receive(self, slot: Slot) -> None:
         try:
@@ -204,23 +209,51 @@ class Daemon:
     # --- claim and dispatch ----------------------------------------------------------------------
 
     def _exchange(self, now: float) -> None:
-        """Settle what ended and claim what fits (one Redis call), then hand jobs to free slots."""
-        free = [slot for slot in self.slots if not slot.busy and slot.ready]
-        want = 0 if self.stop_requested else self.local.room + len(free)
-        if not want and not self._pending:
+        """Feed free slots from the local queue; when due, settle and claim (one Redis call) and feed again.
+
+        Slots never wait for Redis when the local queue holds work: the round trip happens after the
+        hand-over, for a batch of settlements and claims (see `_exchange_due`).
+        """
+        now_mono = time.monotonic()
+        self._feed_slots(now, now_mono)
+        if not self._exchange_due(now_mono):
             return
+        free = sum(1 for slot in self.slots if not slot.busy and slot.ready)
+        want = 0 if self.stop_requested else self.local.room + free
         batch, self._pending = self._pending, []
+        self._woken = False
         claimed, missing = self.intake.exchange(batch, want, now)
         self._count(batch)
         for job in claimed:
             self.local.push(job)
         self._note_missing(missing)
-        if len(claimed) + len(missing) < want:
+        self._redis_empty = len(claimed) + len(missing) < want
+        if self._redis_empty:
             self._waker.idle.set()
-        now_mono = time.monotonic()
-        while free and len(self.local) and not self.stop_requested:
-            if self._start(free[-1], self.local.pop(), now, now_mono):
-                free.pop()
+        self._feed_slots(now, now_mono)
+
+    def _exchange_due(self, now_mono: float) -> bool:
+        """Whether to call Redis now: to settle a full or aged batch, to refill, or after a wake-up."""
+        if self._pending and (
+            len(self._pending) >= len(self.slots) or now_mono - self._pending[0].noted_mono >= FLUSH_S
+        ):
+            return True
+        if self.stop_requested:
+            return False
+        if self._woken:
+            return True
+        if self._redis_empty:
+            return False  # the waker tells us when a queue gets a job
+        hungry = any(not slot.busy and slot.ready for slot in self.slots)
+        return hungry or self.local.room >= REFILL_AT
+
+    def _feed_slots(self, now: float, now_mono: float) -> None:
+        """Hand the most urgent local jobs to idle slots (none once a stop is asked)."""
+        if self.stop_requested:
+            return
+        for slot in self.slots:
+            while not slot.busy and slot.ready and len(self.local):
+                self._start(slot, self.local.pop(), now, now_mono)
 
     def _start(self, slot: Slot, job: ClaimedJob, now: float, now_mono: float) -> bool:
         """Hand `job` to `slot`; False if the job was rejected instead (the slot stays free)."""

@@ -8,6 +8,7 @@ front of its queue.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
@@ -85,3 +86,4 @@ class Settlement:
     reason: str = ""  # exception text (FAILED, RETRY)
     options: JobOptions | None = None
     retry_spec: str = ""  # RETRY: "<retries left>:<unix s to run at, 0 = now>:<1 at front | 0>"
+    noted_mono: float = field(default_factory=time.monotonic)  # when the daemon learnt the outcome
