@@ -9,11 +9,11 @@ free slots; housekeeping (lease, recovery, scheduled jobs) on its own slower cad
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 import uuid
 from collections import deque
-from multiprocessing.connection import wait
 
 import redis
 from loguru import logger
@@ -63,9 +63,11 @@ class Daemon:
         self._context = forkserver(["tasks", *settings.allowed_modules])
         self._waker = Waker(redis_url, self.intake.queue_keys)
         self._pending: list[Settlement] = []
-        self._redis_empty = False  # the last claim found every queue empty
-        self._woken = False  # the waker saw a queue get a job since
+        self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
+        self._arrived: set[int] = set()  # ... of those, the ones the waker saw get a job since
         self._next_housekeeping = 0.0
+        self._poller = select.poll()
+        self._watched: dict[int, tuple[str, Slot]] = {}
         self.log = logger.bind(daemon=self.id)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -78,6 +80,7 @@ class Daemon:
         self.slots = [self._new_slot(i) for i in range(self.settings.slots)]
         for slot in self.slots:
             slot.wait_ready()
+        self._poller.register(self._waker.fd, select.POLLIN)
         self._waker.start()
         self.log.info("daemon ready: {} slots ({} mode)", len(self.slots), self.settings.slot_mode)
 
@@ -138,27 +141,43 @@ class Daemon:
     # --- events ----------------------------------------------------------------------------------
 
     def _wait_for_events(self, timeout_s: float) -> None:
-        by_conn = {slot.conn: slot for slot in self.slots}
-        by_sentinel = {slot.process.sentinel: slot for slot in self.slots}
-        ready = wait([*by_conn, *by_sentinel, self._waker.fd], timeout=timeout_s)
-        for item in ready:
-            if item in by_conn:
-                self._receive(by_conn[item])
-        for item in ready:
-            if item in by_sentinel and by_sentinel[item].process.exitcode is not None:
-                self._replace(by_sentinel[item])
-        if self._waker.fd in ready:
-            self._waker.drain()
-            self._woken = True
+        """Block until a slot speaks or exits, the waker fires, or `timeout_s` passes; handle it."""
+        events = []
+        for fd, _ in self._poller.poll(timeout_s * 1000):
+            if fd == self._waker.fd:
+                self._arrived |= self._waker.fired()
+            else:
+                events.append(self._watched[fd])  # resolved now: handling one may retire a slot
+        for kind, slot in sorted(events, key=lambda event: event[0] == "exit"):
+            if self.slots[slot.index] is not slot:
+                continue  # retired while handling an earlier event of this batch
+            if kind == "message":
+                self._receive(slot)
+            elif slot.process.exitcode is not None:
+                self._replace(slot)
 
     def _receive(self, slot: Slot) -> None:
         try:
-            while slot.conn.poll():
-                message = slot.receive()
-                if message is not None:
-                    self._on_outcome(slot, message)
+            message = slot.receive()
         except (EOFError, OSError):
-            pass  # the slot died; its sentinel says so and `_replace` settles the job
+            return  # the slot died; its sentinel says so and `_replace` settles the job
+        if message is not None:
+            self._on_outcome(slot, message)
+
+    def _watch(self, slot: Slot) -> Slot:
+        """Poll `slot`'s descriptors from now on."""
+        message_fd, exit_fd = slot.fds
+        for fd, kind in ((message_fd, "message"), (exit_fd, "exit")):
+            self._watched[fd] = (kind, slot)
+            self._poller.register(fd, select.POLLIN)
+        return slot
+
+    def _retire(self, slot: Slot) -> None:
+        """Stop polling `slot` (before its descriptors close and their numbers get reused), then kill it."""
+        for fd in slot.fds:
+            self._watched.pop(fd, None)
+            self._poller.unregister(fd)
+        slot.kill()
 
     def _on_outcome(self, slot: Slot, message: tuple[object, ...]) -> None:
         job_id, ok, payload, started, ended = message
@@ -178,8 +197,6 @@ class Daemon:
 
     def _replace(self, slot: Slot) -> None:
         """Settle the job of a slot that died (or finished its one job) and start a new slot."""
-        if self.slots[slot.index] is not slot:
-            return  # already replaced (its sentinel fired after we retired it)
         running, slot.running = slot.running, None
         if running is not None:
             reason = f"{running.call.func_path}: {slot.death_reason()}"
@@ -188,63 +205,76 @@ class Daemon:
             self._log_failure(settlement)
             self._pending.append(settlement)
             self.log.warning("slot {} (pid {}) replaced: {}", slot.index, slot.pid, slot.death_reason())
-        slot.kill()
-        new = self._new_slot(slot.index)
-        self.slots[slot.index] = new
+        self._swap(slot)
 
     def _reap_timeouts(self, now_mono: float) -> None:
         for slot in self.slots:
             running = slot.running
             if running is not None and now_mono > running.deadline_mono:
                 slot.running = None
-                slot.kill()
+                self._swap(slot)
                 reason = f"job exceeded its timeout of {running.options.timeout_s:g} s and was stopped"
                 now = time.time()
                 started = now - (now_mono - running.started_mono)
                 settlement = outcomes.failed(running.job, running.options, reason, started, now)
                 self._log_failure(settlement)
                 self._pending.append(settlement)
-                self.slots[slot.index] = self._new_slot(slot.index)
 
     # --- claim and dispatch ----------------------------------------------------------------------
 
     def _exchange(self, now: float) -> None:
-        """Feed free slots from the local queue; when due, settle and claim (one Redis call) and feed again.
+        """Hand local jobs to free slots and, when due, settle and claim in one Redis call.
 
-        Slots never wait for Redis when the local queue holds work: the round trip happens after the
-        hand-over, for a batch of settlements and claims (see `_exchange_due`).
+        Slots do not wait for Redis while the local queue holds work: the round trip comes after the
+        hand-over, for a batch. The exception is a more urgent job that arrived in Redis (the waker
+        says so): then the claim comes first, so that job is the next to start.
         """
         now_mono = time.monotonic()
-        self._feed_slots(now, now_mono)
-        if not self._exchange_due(now_mono):
-            return
-        free = sum(1 for slot in self.slots if not slot.busy and slot.ready)
-        want = 0 if self.stop_requested else self.local.room + free
+        if not self._urgent_arrival():
+            self._feed_slots(now, now_mono)
+        if self._exchange_due(now_mono):
+            self._settle_and_claim(now)
+            self._feed_slots(now, now_mono)
+
+    def _claimable(self) -> int:
+        """How many jobs a claim may take now: local room plus one per free slot."""
+        if self.stop_requested:
+            return 0
+        return self.local.room + sum(1 for slot in self.slots if not slot.busy and slot.ready)
+
+    def _settle_and_claim(self, now: float) -> None:
+        want = self._claimable()
         batch, self._pending = self._pending, []
-        self._woken = False
-        claimed, missing = self.intake.exchange(batch, want, now)
+        claim = self.intake.exchange(batch, want, now)
         self._count(batch)
-        for job in claimed:
+        for job in claim.jobs:
             self.local.push(job)
-        self._note_missing(missing)
-        self._redis_empty = len(claimed) + len(missing) < want
-        if self._redis_empty:
-            self._waker.idle.set()
-        self._feed_slots(now, now_mono)
+        self._note_missing(claim.missing)
+        if want:
+            self._arrived.clear()
+            self._empty = claim.emptied
+            for index in claim.emptied:
+                self._waker.arm(index)
+
+    def _urgent_arrival(self) -> bool:
+        """A job arrived in a queue more urgent than every job held locally, and a claim can take it."""
+        if not self._arrived or not self._claimable():
+            return False
+        return not len(self.local) or min(self._arrived) < self.local.head_priority()
 
     def _exchange_due(self, now_mono: float) -> bool:
-        """Whether to call Redis now: to settle a full or aged batch, to refill, or after a wake-up."""
+        """Whether to call Redis now: a full or aged batch to settle, room to fill, an urgent arrival."""
         if self._pending and (
             len(self._pending) >= len(self.slots) or now_mono - self._pending[0].noted_mono >= FLUSH_S
         ):
             return True
         if self.stop_requested:
             return False
-        if self._woken:
+        if self._urgent_arrival():
             return True
-        if self._redis_empty:
-            return False  # the waker tells us when a queue gets a job
-        hungry = any(not slot.busy and slot.ready for slot in self.slots)
+        if len(self._empty - self._arrived) == len(self.intake.queue_keys):
+            return False  # every queue was empty at the last claim, and none got a job since
+        hungry = any(not slot.busy and slot.ready for slot in self.slots) and not len(self.local)
         return hungry or self.local.room >= REFILL_AT
 
     def _feed_slots(self, now: float, now_mono: float) -> None:
@@ -304,11 +334,15 @@ class Daemon:
             )
 
     def _new_slot(self, index: int) -> Slot:
-        if self.slots and self.slots[index].start_ms is not None:
-            self.slot_start_ms.append(self.slots[index].start_ms)  # type: ignore[arg-type]
-        return Slot(
-            index, self._context, self.settings.serializer, one_job=self.settings.slot_mode == "fresh"
-        )
+        fresh = self.settings.slot_mode == "fresh"
+        return self._watch(Slot(index, self._context, self.settings.serializer, one_job=fresh))
+
+    def _swap(self, slot: Slot) -> None:
+        """Retire `slot` and put a new one in its place."""
+        if slot.start_ms is not None:
+            self.slot_start_ms.append(slot.start_ms)
+        self._retire(slot)
+        self.slots[slot.index] = self._new_slot(slot.index)
 
     def _log_failure(self, settlement: Settlement) -> None:
         last_line = settlement.reason.strip().splitlines()[-1] if settlement.reason.strip() else ""

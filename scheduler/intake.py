@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import zlib
+from dataclasses import dataclass
 from importlib.resources import files
 
 import redis
@@ -75,13 +76,8 @@ class Intake:
         self.client.delete(keys.daemon_lease(self.daemon_id))
         self._exchange.close()
 
-    def exchange(
-        self, settlements: list[Settlement], claim: int, now: float
-    ) -> tuple[list[ClaimedJob], list[str]]:
-        """Write `settlements`, then claim up to `claim` jobs, P0 first, in one atomic call.
-
-        Returns the claimed jobs and the ids whose job hash was gone (dropped, as RQ does).
-        """
+    def exchange(self, settlements: list[Settlement], claim: int, now: float) -> Claim:
+        """Write `settlements`, then claim up to `claim` jobs, P0 first, in one atomic call."""
         first, self._next_execution = self._next_execution, self._next_execution + claim
         prefix = f"{self.daemon_id}."
         args: list[str | int | float | bytes] = [
@@ -97,10 +93,11 @@ class Intake:
         for item in settlements:
             args.extend(_settle_args(item))
         args.extend(FIELDS[1:])
-        with_dependents, flat = self._exchange(self._exchange_keys, args)
+        with_dependents, flat, emptied = self._exchange(self._exchange_keys, args)
         for raw_id in with_dependents:
             self._enqueue_dependents(raw_id.decode())
-        return _parse_claim(flat)
+        claimed, missing = _parse_claim(flat)
+        return Claim(claimed, missing, {i for i, flag in enumerate(emptied) if flag == ord("1")})
 
     def recover(self) -> list[str]:
         """Put back the claims of daemons whose lease expired; returns the recovered job ids."""
@@ -128,6 +125,15 @@ class Intake:
             Queue(job.origin, connection=self.client, serializer=JSONSerializer).enqueue_dependents(job)
         except Exception as exc:  # the parent's outcome is written; a dependent stays deferred
             logger.bind(job_id=job_id).warning("could not enqueue dependents: {}", exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one exchange claimed."""
+
+    jobs: list[ClaimedJob]
+    missing: list[str]  # ids whose job hash was gone (expired ttl, deleted): dropped, as RQ does
+    emptied: set[int]  # priority indexes of the queues this claim found empty
 
 
 def _parse_claim(flat: list[bytes | int]) -> tuple[list[ClaimedJob], list[str]]:

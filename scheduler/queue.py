@@ -35,6 +35,10 @@ class LocalQueue:
     def push(self, job: ClaimedJob) -> None:
         heapq.heappush(self._heap, (int(job.priority), next(self._seq), job))
 
+    def head_priority(self) -> int:
+        """Priority of the job `pop` would return. IndexError when empty."""
+        return self._heap[0][0]
+
     def pop(self) -> ClaimedJob:
         """The most urgent, oldest job. IndexError when empty."""
         return heapq.heappop(self._heap)[2]

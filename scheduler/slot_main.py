@@ -25,6 +25,7 @@ from typing import Any
 # payload is the serialized return value (ok) or the failure text.
 Outcome = tuple[str, bool, bytes | str, float, float]
 PR_SET_PDEATHSIG = 1
+PROTOCOL = pickle.HIGHEST_PROTOCOL  # the pipe's framing; both ends run the same Python
 
 
 def serve(conn: Connection, serializer: str, one_job: bool) -> None:
@@ -33,9 +34,9 @@ def serve(conn: Connection, serializer: str, one_job: bool) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     dumps = _pickle_dumps if serializer == "pickle" else _json_dumps
-    conn.send(("ready", os.getpid()))
-    while (message := conn.recv()) is not None:
-        conn.send(run(message, dumps))
+    conn.send_bytes(pickle.dumps(("ready", os.getpid()), PROTOCOL))
+    while (message := pickle.loads(conn.recv_bytes())) is not None:
+        conn.send_bytes(pickle.dumps(run(message, dumps), PROTOCOL))
         if one_job:
             break
     conn.close()

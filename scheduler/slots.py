@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 from scheduler import slot_main
 from scheduler.model import Call, ClaimedJob, JobOptions
+from scheduler.slot_main import PROTOCOL
 
 START_TIMEOUT_S = 10.0
 
@@ -59,6 +61,11 @@ class Slot:
         return self.process.pid
 
     @property
+    def fds(self) -> tuple[int, int]:
+        """The descriptors the daemon polls: messages from the slot, and its exit."""
+        return self.conn.fileno(), self.process.sentinel
+
+    @property
     def busy(self) -> bool:
         return self.running is not None
 
@@ -71,11 +78,11 @@ class Slot:
     def give(self, job: ClaimedJob, call: Call, options: JobOptions, now_mono: float) -> None:
         """Hand `job` to this (idle) slot."""
         self.running = Running(job, call, options, now_mono, now_mono + options.timeout_s)
-        self.conn.send((job.id, call.func_path, call.args, call.kwargs))
+        self.conn.send_bytes(pickle.dumps((job.id, call.func_path, call.args, call.kwargs), PROTOCOL))
 
     def receive(self) -> tuple[Any, ...] | None:
         """The next message if one is waiting: an outcome tuple, or None for the ready message."""
-        message = self.conn.recv()
+        message = pickle.loads(self.conn.recv_bytes())
         if message[0] == "ready":
             self.ready = True
             self.start_ms = (time.monotonic() - self.started_mono) * 1000
@@ -94,7 +101,7 @@ class Slot:
     def stop(self) -> None:
         """Ask an idle slot to exit, and make sure it does."""
         with contextlib.suppress(OSError):
-            self.conn.send(None)
+            self.conn.send_bytes(pickle.dumps(None, PROTOCOL))
         self.process.join(timeout=2)
         self.kill()
 

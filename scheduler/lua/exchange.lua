@@ -15,9 +15,10 @@
 --   forever), payload (base64 return value or base64 zlib exception text), exc_info (zlib text),
 --   retry spec ("<retries left>:<unix s to run at, 0 = now>:<1 at front|0>");
 --   then the job-hash fields to return for each claimed job.
--- Returns {ids of settled jobs whose dependents wait, flat claim list}; the claim list holds, per job:
---   priority index, job id, execution id ("" when the job hash is gone: RQ drops such ids too),
---   the job's timeout, then one value per requested field.
+-- Returns {ids of settled jobs whose dependents wait, flat claim list, emptied}; the claim list holds,
+--   per job: priority index, job id, execution id ("" when the job hash is gone: RQ drops such ids
+--   too), the job's timeout, then one value per requested field. `emptied` has one character per
+--   queue, "1" where this claim found the queue empty (popped fewer ids than it asked for).
 local now, iso, worker = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local STRIDE = 12
 local FIRST = 10
@@ -108,9 +109,11 @@ local default_timeout, slack = tonumber(ARGV[7]), tonumber(ARGV[8])
 local fields = {}
 for i = fields_from, #ARGV do fields[#fields + 1] = ARGV[i] end
 local claimed = {}
+local emptied = {'0', '0', '0', '0'}
 for qi = 0, 3 do
   if n <= 0 then break end
   local ids = redis.call('LPOP', KEYS[5 * qi + 1], n)
+  if not ids or #ids < n then emptied[qi + 1] = '1' end
   if ids then
     local members = {}
     for _, id in ipairs(ids) do
@@ -138,4 +141,4 @@ for qi = 0, 3 do
     n = n - #ids
   end
 end
-return {with_dependents, claimed}
+return {with_dependents, claimed, table.concat(emptied)}
