@@ -1,15 +1,16 @@
 """The daemon: its loop and the composition of intake, local queue and slots.
 
-Shape: `startup()`, then `tick()` until a stop is asked, then `shutdown()`. One thread owns all state;
-the waker threads only write to a pipe. Each tick: wait (at most one cadence) for a slot outcome, a dead
-slot or a wake-up; settle what ended in one Redis call; claim what fits in one Redis call; hand jobs to
-free slots; housekeeping (lease, recovery, scheduled jobs) on its own slower cadence.
+Shape: `startup()`, then `tick()` until a stop is asked, then `shutdown()`. One thread owns all state
+(there are no others). Each tick: wait (at most one cadence) for a slot outcome, a dead slot or a
+queue that got a job; hand local jobs to free slots; settle and claim in one Redis call when due;
+housekeeping (lease, recovery, scheduled jobs) on its own slower cadence.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
-import select
 import socket
 import time
 import uuid
@@ -21,11 +22,12 @@ from loguru import logger
 import tasks  # noqa: F401 - registers the built-in tasks: the allowlist
 from scheduler import outcomes
 from scheduler.errors import PayloadError
+from scheduler.events import Poller
 from scheduler.intake import Intake
 from scheduler.model import Call, ClaimedJob, JobOptions, Settlement
 from scheduler.payload import decode_call, decode_options
 from scheduler.queue import LocalQueue
-from scheduler.slots import Slot, forkserver
+from scheduler.slots import Slot
 from scheduler.status import DaemonStatus, publish
 from scheduler.waker import Waker
 from settings import Settings
@@ -60,28 +62,27 @@ class Daemon:
         self.stop_requested = False
         self.force_stop = False
         self.counts = {"finished": 0, "failed": 0, "retried": 0, "put_back": 0, "dropped": 0}
-        self._context = forkserver(["tasks", *settings.allowed_modules])
-        self._waker = Waker(redis_url, self.intake.queue_keys)
+        self._waker = Waker(self.client, self.intake.queue_keys)
         self._pending: list[Settlement] = []
         self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
         self._arrived: set[int] = set()  # ... of those, the ones the waker saw get a job since
         self._next_housekeeping = 0.0
-        self._poller = select.poll()
-        self._watched: dict[int, tuple[str, Slot]] = {}
+        self._poller = Poller()
         self.log = logger.bind(daemon=self.id)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     def startup(self) -> None:
-        """Take the lease, recover dead daemons' jobs, start the slots and the waker."""
+        """Take the lease, recover dead daemons' jobs, start the slots."""
         self.client.ping()
         self.intake.announce()
         self._recover()
+        for module in self.settings.allowed_modules:
+            importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
+        gc.freeze()  # forked slots then share the daemon's heap instead of copying it on collection
         self.slots = [self._new_slot(i) for i in range(self.settings.slots)]
         for slot in self.slots:
             slot.wait_ready()
-        self._poller.register(self._waker.fd, select.POLLIN)
-        self._waker.start()
         self.log.info("daemon ready: {} slots ({} mode)", len(self.slots), self.settings.slot_mode)
 
     def run(self) -> None:
@@ -106,7 +107,7 @@ class Daemon:
 
     def tick(self) -> bool:
         """One turn of the loop; returns True once the daemon may shut down."""
-        self._wait_for_events(FLUSH_S if self._pending else TICK_S)
+        self._poller.wait(FLUSH_S if self._pending else TICK_S)
         now = time.time()
         self._reap_timeouts(time.monotonic())
         self._exchange(now)
@@ -126,7 +127,7 @@ class Daemon:
         batch, self._pending = [*self._pending, *unrun], []
         self.intake.exchange(batch, 0, time.time())
         self._count(batch)
-        self._waker.stop()
+        self._waker.close()
         self.intake.release_lease()
         self.log.info("daemon stopped: {}", self.counts)
         if self.slot_start_ms:
@@ -140,44 +141,31 @@ class Daemon:
 
     # --- events ----------------------------------------------------------------------------------
 
-    def _wait_for_events(self, timeout_s: float) -> None:
-        """Block until a slot speaks or exits, the waker fires, or `timeout_s` passes; handle it."""
-        events = []
-        for fd, _ in self._poller.poll(timeout_s * 1000):
-            if fd == self._waker.fd:
-                self._arrived |= self._waker.fired()
-            else:
-                events.append(self._watched[fd])  # resolved now: handling one may retire a slot
-        for kind, slot in sorted(events, key=lambda event: event[0] == "exit"):
-            if self.slots[slot.index] is not slot:
-                continue  # retired while handling an earlier event of this batch
-            if kind == "message":
-                self._receive(slot)
-            elif slot.process.exitcode is not None:
-                self._replace(slot)
-
-    def _receive(self, slot: Slot) -> None:
+    def _on_message(self, slot: Slot) -> None:
         try:
             message = slot.receive()
         except (EOFError, OSError):
-            return  # the slot died; its sentinel says so and `_replace` settles the job
+            return  # the slot died; its pidfd says so and `_on_exit` settles the job
         if message is not None:
             self._on_outcome(slot, message)
 
-    def _watch(self, slot: Slot) -> Slot:
-        """Poll `slot`'s descriptors from now on."""
-        message_fd, exit_fd = slot.fds
-        for fd, kind in ((message_fd, "message"), (exit_fd, "exit")):
-            self._watched[fd] = (kind, slot)
-            self._poller.register(fd, select.POLLIN)
-        return slot
+    def _on_exit(self, slot: Slot) -> None:
+        if not slot.exited():
+            return
+        if slot.conn.poll(0):
+            self._on_message(slot)  # it sent its outcome before it ended
+        if self.slots[slot.index] is slot:
+            self._replace(slot)
 
-    def _retire(self, slot: Slot) -> None:
-        """Stop polling `slot` (before its descriptors close and their numbers get reused), then kill it."""
-        for fd in slot.fds:
-            self._watched.pop(fd, None)
-            self._poller.unregister(fd)
-        slot.kill()
+    def _on_arrival(self, index: int, fd: int) -> None:
+        self._poller.remove(fd)
+        self._waker.answer(index)
+        self._arrived.add(index)
+
+    def _arm(self, index: int) -> None:
+        fd = self._waker.arm(index)
+        if fd is not None:
+            self._poller.add(fd, lambda: self._on_arrival(index, fd))
 
     def _on_outcome(self, slot: Slot, message: tuple[object, ...]) -> None:
         job_id, ok, payload, started, ended = message
@@ -254,7 +242,7 @@ class Daemon:
             self._arrived.clear()
             self._empty = claim.emptied
             for index in claim.emptied:
-                self._waker.arm(index)
+                self._arm(index)
 
     def _urgent_arrival(self) -> bool:
         """A job arrived in a queue more urgent than every job held locally, and a claim can take it."""
@@ -334,14 +322,19 @@ class Daemon:
             )
 
     def _new_slot(self, index: int) -> Slot:
-        fresh = self.settings.slot_mode == "fresh"
-        return self._watch(Slot(index, self._context, self.settings.serializer, one_job=fresh))
+        slot = Slot(index, self.settings.serializer, one_job=self.settings.slot_mode == "fresh")
+        message_fd, exit_fd = slot.fds
+        self._poller.add(message_fd, lambda: self._on_message(slot))
+        self._poller.add(exit_fd, lambda: self._on_exit(slot))
+        return slot
 
     def _swap(self, slot: Slot) -> None:
-        """Retire `slot` and put a new one in its place."""
+        """Retire `slot` (stop polling it, kill it) and put a new one in its place."""
         if slot.start_ms is not None:
             self.slot_start_ms.append(slot.start_ms)
-        self._retire(slot)
+        for fd in slot.fds:
+            self._poller.remove(fd)
+        slot.kill()
         self.slots[slot.index] = self._new_slot(slot.index)
 
     def _log_failure(self, settlement: Settlement) -> None:

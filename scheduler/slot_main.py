@@ -1,7 +1,8 @@
 """The code a slot process runs: receive a call, run it, send back its outcome. Nothing else.
 
-It is imported into fresh processes, so it stays small: no Redis, no RQ, no logging setup. The daemon
-checked the call against the allowlist before sending it; the slot imports only that function's module.
+It runs in a process forked from the daemon and touches nothing of the daemon's: no Redis, no RQ, no
+logging. The daemon checked the call against the allowlist before sending it; the slot imports only
+that function's module (the daemon has usually imported it already, before forking).
 The slot leads its own process group, so a job's children are stopped with it, and a terminal's
 Ctrl-C reaches only the daemon, which decides what happens to running jobs.
 """
@@ -33,6 +34,7 @@ def serve(conn: Connection, serializer: str, one_job: bool) -> None:
     os.setpgrp()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the daemon's handlers were inherited by the fork
     dumps = _pickle_dumps if serializer == "pickle" else _json_dumps
     conn.send_bytes(pickle.dumps(("ready", os.getpid()), PROTOCOL))
     while (message := pickle.loads(conn.recv_bytes())) is not None:
@@ -59,7 +61,7 @@ def run(message: tuple[str, str, tuple[Any, ...], dict[str, Any]], dumps: Callab
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this slot when its parent (the forkserver, which ends with the daemon) dies."""
+    """Ask Linux to SIGKILL this slot when its parent, the daemon, dies."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -1,21 +1,26 @@
 """Slot processes, seen from the daemon: start, hand over a job, collect its outcome, stop, replace.
 
-Slots are forked from a forkserver that has already imported the task modules, so a new slot costs a
-fork, not an interpreter start. In "pool" mode a slot runs job after job; in "fresh" mode it runs one
-job and exits, and its replacement is started at once so the next job does not wait for it.
+A slot is forked straight from the daemon, which has already imported the task modules and frozen its
+heap (`gc.freeze`), so a new slot costs a fork (about a millisecond) and shares the daemon's pages
+copy-on-write instead of holding a second interpreter. The daemon is single-threaded when it forks
+(no waker threads: see `waker`), which is what makes forking it safe. The child closes every inherited
+descriptor but its end of the pipe and never returns into daemon code: it runs `slot_main.serve` and
+leaves with `os._exit`.
+
+The daemon learns of a slot's exit from a pidfd (pollable; readable once the process has ended) and
+reaps it with waitpid. In "pool" mode a slot runs job after job; in "fresh" mode it runs one job and
+exits, and its replacement is forked at once so the next job does not wait for it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import pickle
 import signal
 import time
 from dataclasses import dataclass
-from multiprocessing.context import ForkServerContext
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
 from scheduler import slot_main
@@ -23,6 +28,7 @@ from scheduler.model import Call, ClaimedJob, JobOptions
 from scheduler.slot_main import PROTOCOL
 
 START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -39,31 +45,22 @@ class Running:
 class Slot:
     """One slot process and the job it runs (at most one)."""
 
-    def __init__(self, index: int, context: ForkServerContext, serializer: str, one_job: bool) -> None:
+    def __init__(self, index: int, serializer: str, one_job: bool) -> None:
         self.index = index
         self.running: Running | None = None
         self.started_mono = time.monotonic()
-        self._one_job = one_job
-        self.conn, child_conn = context.Pipe()
-        self.process: BaseProcess = context.Process(
-            target=slot_main.serve,
-            args=(child_conn, serializer, one_job),
-            name=f"asched-slot-{index}",
-            daemon=True,
-        )
-        self.process.start()
-        child_conn.close()
         self.ready = False
-        self.start_ms: float | None = None  # from asking for the process to its "ready" message
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
+        self.start_ms: float | None = None  # from the fork to the slot's "ready" message
+        self.exitcode: int | None = None
+        self.conn, child_conn = Pipe(duplex=True)
+        self.pid = _fork_slot(child_conn, serializer, one_job)
+        child_conn.close()
+        self.pidfd = os.pidfd_open(self.pid)
 
     @property
     def fds(self) -> tuple[int, int]:
         """The descriptors the daemon polls: messages from the slot, and its exit."""
-        return self.conn.fileno(), self.process.sentinel
+        return self.conn.fileno(), self.pidfd
 
     @property
     def busy(self) -> bool:
@@ -81,7 +78,7 @@ class Slot:
         self.conn.send_bytes(pickle.dumps((job.id, call.func_path, call.args, call.kwargs), PROTOCOL))
 
     def receive(self) -> tuple[Any, ...] | None:
-        """The next message if one is waiting: an outcome tuple, or None for the ready message."""
+        """The next message: an outcome tuple, or None for the ready message."""
         message = pickle.loads(self.conn.recv_bytes())
         if message[0] == "ready":
             self.ready = True
@@ -89,39 +86,61 @@ class Slot:
             return None
         return message  # type: ignore[no-any-return]
 
+    def exited(self) -> bool:
+        """Reap the process if it has ended; True once it has."""
+        if self.exitcode is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.exitcode = os.waitstatus_to_exitcode(status)
+        return self.exitcode is not None
+
     def kill(self) -> None:
-        """Stop the slot process and everything it started, at once."""
-        pid = self.process.pid
-        if pid is not None:  # also when the slot is gone: its children may live on in its group
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        self.process.join(timeout=5)
-        self.conn.close()
+        """Stop the slot process and everything it started, at once, and reap it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)  # its process group: the job's children die too
+        if not self.exited():
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(self.pid, 0)
+                self.exitcode = os.waitstatus_to_exitcode(status)
+        self._close()
 
     def stop(self) -> None:
         """Ask an idle slot to exit, and make sure it does."""
         with contextlib.suppress(OSError):
             self.conn.send_bytes(pickle.dumps(None, PROTOCOL))
-        self.process.join(timeout=2)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while not self.exited() and time.monotonic() < deadline:
+            time.sleep(0.005)
         self.kill()
 
     def death_reason(self) -> str:
         """Why the slot process ended, for the failure reason of the job it was running."""
-        code = self.process.exitcode
+        code = self.exitcode
         if code is None:
             return "its slot process stopped responding"
         if code < 0:
             return f"its slot process was killed by {signal.Signals(-code).name}"
         return f"its slot process exited with code {code} while running it"
 
+    def _close(self) -> None:
+        self.conn.close()
+        with contextlib.suppress(OSError):
+            os.close(self.pidfd)
 
-def forkserver(preload: list[str]) -> ForkServerContext:
-    """A forkserver context whose server has already imported `preload` (the task modules).
 
-    multiprocessing re-runs the parent's main script in every child (not for `python -m scheduler`,
-    but for the `adaptive-scheduler` console script); preloading what that script imports keeps
-    that re-run to about a millisecond instead of tens.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "runpy", "scheduler.cli", "scheduler.slot_main", *preload])
-    return context
+def _fork_slot(conn: Connection, serializer: str, one_job: bool) -> int:
+    """Fork a slot process running `slot_main.serve` on `conn`; returns its pid (in the daemon)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        keep = conn.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        slot_main.serve(conn, serializer, one_job)
+    except BaseException:  # the slot must never return into the daemon's code
+        code = 70
+    finally:
+        os._exit(code)
