@@ -50,7 +50,7 @@ class SchedulerDriver:
         self.queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
         self.finished_key = FinishedJobRegistry(QUEUE, connection=r).key
         self.system = f"adaptive-scheduler {mode} x2"
-        self.idle_procs = 5  # daemon, multiprocessing's resource tracker, forkserver, two slots
+        self.idle_procs = 3  # the daemon and its two slots
         self.target = 0
 
     def commands(self) -> list[list[str]]:
@@ -164,7 +164,7 @@ def report(
         "",
         *ratio_rows(ours[0], peers),
         "",
-        f"fresh mode, the daemon's slot start-up (fork from its forkserver to ready): {fresh_start}",
+        f"fresh mode, the daemon's slot start-up (fork to ready): {fresh_start}",
         f"({args.jobs} no-op jobs per drain, {args.latency} latency probes; redis-server {redis_version}, "
         f"rq {version('rq')}, Python {sys.version.split()[0]}; {took_s:.0f} s in all)",
     ]

@@ -15,9 +15,6 @@ from importlib.resources import files
 
 import redis
 from loguru import logger
-from rq import Queue
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from scheduler import keys
 from scheduler.model import ClaimedJob, Outcome, Priority, Settlement
@@ -120,6 +117,10 @@ class Intake:
 
     def _enqueue_dependents(self, job_id: str) -> None:
         """Rare path: let RQ's own code release the jobs that waited for this one."""
+        from rq import Queue  # imported here: RQ is ~3 MB the daemon otherwise never needs
+        from rq.job import Job
+        from rq.serializers import JSONSerializer
+
         try:
             job = Job.fetch(job_id, connection=self.client, serializer=JSONSerializer)
             Queue(job.origin, connection=self.client, serializer=JSONSerializer).enqueue_dependents(job)

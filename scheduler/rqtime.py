@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 
 
 def rq_timestamp(unix_s: float) -> str:
     """`unix_s` as RQ writes timestamps into job hashes."""
     whole = int(unix_s)
-    micros = int((unix_s - whole) * 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
+    return f"{_seconds_text(whole)}.{int((unix_s - whole) * 1_000_000):06d}Z"
+
+
+@lru_cache(maxsize=4)
+def _seconds_text(whole: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))

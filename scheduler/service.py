@@ -14,7 +14,6 @@ from types import FrameType
 from loguru import logger
 
 from scheduler.daemon import Daemon
-from scheduler.demo import enqueue_demo
 from scheduler.redis_server import RedisServer
 from settings import Settings
 
@@ -32,6 +31,8 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
         _install_signal_handlers(daemon)
         daemon.startup()
         if demo:
+            from scheduler.demo import enqueue_demo
+
             enqueue_demo(daemon.client, settings)
         try:
             _loop(daemon, until_idle)
