@@ -69,8 +69,8 @@ class Intake:
             pipe.execute()
 
     def release_lease(self) -> None:
-        """Drop the lease on a clean stop (after everything was settled or put back)."""
-        self.client.delete(keys.daemon_lease(self.daemon_id))
+        """Drop the lease and the published status on a clean stop (after everything was settled)."""
+        self.client.delete(keys.daemon_lease(self.daemon_id), keys.daemon_status(self.daemon_id))
         self._exchange.close()
 
     def exchange(self, settlements: list[Settlement], claim: int, now: float) -> Claim:

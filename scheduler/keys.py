@@ -41,4 +41,9 @@ def daemon_lease(daemon_id: str) -> str:
     return f"{OURS}daemon:{daemon_id}"
 
 
+def daemon_status(daemon_id: str) -> str:
+    """The daemon's self-description for `status` (JSON), expiring with its lease."""
+    return f"{OURS}status:{daemon_id}"
+
+
 DAEMONS = f"{OURS}daemons"  # set of daemon ids that have claimed work (recovery scans it)

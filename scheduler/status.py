@@ -59,13 +59,9 @@ class DaemonStatus:
         )
 
 
-def status_key(daemon_id: str) -> str:
-    return f"{keys.OURS}status:{daemon_id}"
-
-
 def publish(client: redis.Redis, status: DaemonStatus, ttl_s: float) -> None:
     """Store `status` for `ttl_s` seconds."""
-    client.set(status_key(status.id), json.dumps(asdict(status)), px=int(ttl_s * 1000))
+    client.set(keys.daemon_status(status.id), json.dumps(asdict(status)), px=int(ttl_s * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +103,6 @@ def gather(client: redis.Redis, queue_names: tuple[str, ...]) -> Overview:
 
 
 def _daemons(client: redis.Redis) -> list[dict[str, Any]]:
-    names = sorted(client.scan_iter(match=status_key("*"), count=100))
+    names = sorted(client.scan_iter(match=keys.daemon_status("*"), count=100))
     values = client.mget(names) if names else []
     return [json.loads(value) for value in values if value]
