@@ -66,6 +66,7 @@ class Daemon:
         self._pending: list[Settlement] = []
         self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
         self._arrived: set[int] = set()  # ... of those, the ones the waker saw get a job since
+        self._unsure = False  # an exchange's reply was lost: reconcile claims at the next one
         self._next_housekeeping = 0.0
         self._poller = Poller()
         self.log = logger.bind(daemon=self.id)
@@ -100,10 +101,13 @@ class Daemon:
         self.stop_requested = True
 
     def is_idle(self) -> bool:
-        """Nothing running, nothing held locally, nothing waiting in Redis."""
+        """Nothing running, nothing held locally, nothing waiting in Redis (as far as it can tell)."""
         if any(slot.busy for slot in self.slots) or len(self.local) or self._pending:
             return False
-        return sum(self.intake.depths()) == 0
+        try:
+            return sum(self.intake.depths()) == 0
+        except redis.RedisError:
+            return False
 
     def tick(self) -> bool:
         """One turn of the loop; returns True once the daemon may shut down."""
@@ -125,10 +129,18 @@ class Daemon:
             else:
                 slot.stop()
         batch, self._pending = [*self._pending, *unrun], []
-        self.intake.exchange(batch, 0, time.time())
-        self._count(batch)
         self._waker.close()
-        self.intake.release_lease()
+        try:
+            self.intake.exchange(batch, 0, time.time())
+            self._count(batch)
+            self.intake.release_lease()
+        except redis.RedisError as exc:
+            self.log.error(
+                "could not write {} outcomes at stop ({}): unfinished jobs stay claimed under this "
+                "daemon and any daemon puts them back once its lease expires",
+                len(batch),
+                exc,
+            )
         self.log.info("daemon stopped: {}", self.counts)
         if self.slot_start_ms:
             starts = sorted(self.slot_start_ms)
@@ -233,7 +245,16 @@ class Daemon:
     def _settle_and_claim(self, now: float) -> None:
         want = self._claimable()
         batch, self._pending = self._pending, []
-        claim = self.intake.exchange(batch, want, now)
+        try:
+            claim = self.intake.exchange(batch, want, now)
+        except redis.RedisError:
+            # The reply is lost, not necessarily the call: keep the outcomes to write again (at worst
+            # a duplicate result entry) and put back any claim we never heard of once Redis answers.
+            self._pending = batch + self._pending
+            self._unsure = True
+            raise
+        if self._unsure:
+            self._reconcile()
         self._count(batch)
         for job in claim.jobs:
             self.local.push(job)
@@ -308,6 +329,14 @@ class Daemon:
         moved = self.intake.promote_scheduled(now)
         if moved:
             self.log.debug("moved {} scheduled jobs into their queues", moved)
+
+    def _reconcile(self) -> None:
+        held = [job.execution_id for job in self.local]
+        held += [slot.running.job.execution_id for slot in self.slots if slot.running is not None]
+        recovered = self.intake.reconcile(held)
+        self._unsure = False
+        if recovered:
+            self.log.warning("put back {} claims whose reply was lost: {}", len(recovered), recovered[:10])
 
     def _recover(self) -> None:
         recovered = self.intake.recover()

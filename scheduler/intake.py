@@ -57,6 +57,7 @@ class Intake:
         self._exchange = ScriptLine(client, _source("exchange"))
         self._recover = client.register_script(_source("recover"))
         self._promote = client.register_script(_source("promote"))
+        self._reconcile = client.register_script(_source("reconcile"))
 
     def announce(self) -> None:
         """Take (or renew) this daemon's lease and register the queues with RQ (`rq info` lists them)."""
@@ -100,6 +101,13 @@ class Intake:
         """Put back the claims of daemons whose lease expired; returns the recovered job ids."""
         recovered = self._recover(
             keys=self.queue_keys + self._started_keys + [keys.DAEMONS], args=[keys.daemon_lease("")]
+        )
+        return [raw.decode() for raw in recovered]
+
+    def reconcile(self, held_executions: list[str]) -> list[str]:
+        """Put back this daemon's claims it does not hold (a reply lost with a dropped connection)."""
+        recovered = self._reconcile(
+            keys=self.queue_keys + self._started_keys, args=[f"{self.daemon_id}.", *held_executions]
         )
         return [raw.decode() for raw in recovered]
 

@@ -7,10 +7,12 @@ jobs that did not finish go back to the front of their queues: delivery is at-le
 
 from __future__ import annotations
 
+import random
 import signal
 import time
 from types import FrameType
 
+import redis
 from loguru import logger
 
 from scheduler.daemon import Daemon
@@ -44,9 +46,31 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
     return 0
 
 
+def backoff_s(attempt: int, base_s: float = 0.1, cap_s: float = 5.0) -> float:
+    """Full-jitter exponential backoff: a random wait in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap_s, base_s * 2**attempt))
+
+
+def _tick(daemon: Daemon, outage: list[int]) -> bool:
+    """One tick; a Redis outage is logged once, waited out with backoff, and does not stop the daemon."""
+    try:
+        done = daemon.tick()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if not outage[0]:
+            logger.warning("Redis unreachable, retrying with backoff: {}", exc)
+        time.sleep(backoff_s(outage[0]))
+        outage[0] += 1
+        return daemon.stop_requested and daemon.force_stop
+    if outage[0]:
+        logger.info("Redis reachable again after {} attempts", outage[0])
+        outage[0] = 0
+    return done
+
+
 def _loop(daemon: Daemon, until_idle: bool) -> None:
     stop_deadline: float | None = None
-    while not daemon.tick():
+    outage = [0]
+    while not _tick(daemon, outage):
         if until_idle and not daemon.stop_requested and daemon.is_idle():
             logger.info("all queues are empty: stopping (--until-idle)")
             daemon.request_stop()

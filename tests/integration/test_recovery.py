@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import redis
 from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
+from scheduler.redis_server import RedisServer
 from tests.helpers import DaemonProcess, queue, running_daemon, wait_until
 
 FAST_LEASE = {"ASCHED_LEASE_TTL_S": "1"}
@@ -68,3 +70,27 @@ def test_a_second_signal_stops_at_once_and_still_puts_jobs_back(client: redis.Re
         assert time.monotonic() - started < 5
     assert statuses(client, ids) == [JobStatus.QUEUED] * 3
     assert client.llen("rq:queue:p1") == 3
+
+
+def test_a_redis_outage_is_waited_out_and_no_job_is_lost(tmp_path: Path) -> None:
+    # Given a daemon working through jobs on its own (persistent) Redis
+    server = RedisServer(tmp_path, persistent=True).start()
+    client = redis.Redis.from_url(server.url)
+    ids = [queue(client, i % 4).enqueue("tasks.builtin.sleep", 0.01).id for i in range(300)]
+    daemon = DaemonProcess(server.url, env=FAST_LEASE).wait_ready()
+    try:
+        wait_until(lambda: finished_count(client) >= 50, timeout_s=30)
+        # When Redis goes away for two seconds and comes back
+        server.stop()
+        wait_until(lambda: "Redis unreachable, retrying with backoff" in daemon.output())
+        time.sleep(2)
+        server = RedisServer(tmp_path, persistent=True).start()
+        client = redis.Redis.from_url(server.url)
+        # Then the daemon carries on and every job finishes
+        wait_until(lambda: finished_count(client) == 300, timeout_s=60)
+        assert daemon.process.poll() is None
+        assert "Redis reachable again" in daemon.output()
+        assert statuses(client, ids) == [JobStatus.FINISHED] * 300
+    finally:
+        daemon.stop()
+        server.stop()
