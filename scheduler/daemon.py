@@ -8,6 +8,7 @@ housekeeping (lease, recovery, scheduled jobs) on its own slower cadence.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import os
@@ -15,6 +16,7 @@ import socket
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 
 import redis
 from loguru import logger
@@ -36,6 +38,16 @@ TICK_S = 0.1
 FLUSH_S = 0.002  # a settled job reaches Redis at most this late (or when a batch fills)
 REFILL_AT = 2  # claim when the local queue has room for this many jobs
 HOUSEKEEPING_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """The exchange sent to Redis whose reply has not been read yet."""
+
+    batch: list[Settlement]
+    want: int
+    arrived: set[int]  # the arrivals it answers for
+    fd: int
 
 
 def new_daemon_id() -> str:
@@ -67,6 +79,7 @@ class Daemon:
         self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
         self._arrived: set[int] = set()  # ... of those, the ones the waker saw get a job since
         self._unsure = False  # an exchange's reply was lost: reconcile claims at the next one
+        self._in_flight: InFlight | None = None
         self._next_housekeeping = 0.0
         self._poller = Poller()
         self.log = logger.bind(daemon=self.id)
@@ -102,7 +115,7 @@ class Daemon:
 
     def is_idle(self) -> bool:
         """Nothing running, nothing held locally, nothing waiting in Redis (as far as it can tell)."""
-        if any(slot.busy for slot in self.slots) or len(self.local) or self._pending:
+        if any(slot.busy for slot in self.slots) or len(self.local) or self._pending or self._in_flight:
             return False
         try:
             return sum(self.intake.depths()) == 0
@@ -121,6 +134,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         """Put back what did not run, stop slots and waker, release the lease."""
+        with contextlib.suppress(redis.RedisError):
+            self._finish_in_flight()
         unrun = [outcomes.put_back(job) for job in reversed(self.local.drain())]
         for slot in self.slots:
             if slot.running is not None:
@@ -223,18 +238,18 @@ class Daemon:
     # --- claim and dispatch ----------------------------------------------------------------------
 
     def _exchange(self, now: float) -> None:
-        """Hand local jobs to free slots and, when due, settle and claim in one Redis call.
+        """Hand local jobs to free slots and, when due, send a settle-and-claim call to Redis.
 
-        Slots do not wait for Redis while the local queue holds work: the round trip comes after the
-        hand-over, for a batch. The exception is a more urgent job that arrived in Redis (the waker
-        says so): then the claim comes first, so that job is the next to start.
+        Slots do not wait for Redis while the local queue holds work: the call goes out after the
+        hand-over, for a batch, and its reply is read when it arrives (`_on_exchange_reply`). The
+        exception is a more urgent job that arrived in Redis (the waker says so): then the claim comes
+        first, so that job is the next to start.
         """
         now_mono = time.monotonic()
         if not self._urgent_arrival():
             self._feed_slots(now, now_mono)
-        if self._exchange_due(now_mono):
-            self._settle_and_claim(now)
-            self._feed_slots(now, now_mono)
+        if self._in_flight is None and self._exchange_due(now_mono):
+            self._send_exchange(now)
 
     def _claimable(self) -> int:
         """How many jobs a claim may take now: local room plus one per free slot."""
@@ -242,28 +257,46 @@ class Daemon:
             return 0
         return self.local.room + sum(1 for slot in self.slots if not slot.busy and slot.ready)
 
-    def _settle_and_claim(self, now: float) -> None:
+    def _send_exchange(self, now: float) -> None:
         want = self._claimable()
         batch, self._pending = self._pending, []
         try:
-            claim = self.intake.exchange(batch, want, now)
+            fd = self.intake.send_exchange(batch, want, now)
+        except redis.RedisError:
+            self._pending = batch + self._pending
+            raise
+        self._in_flight = InFlight(batch, want, set(self._arrived), fd)
+        self._poller.add(fd, self._on_exchange_reply)
+
+    def _on_exchange_reply(self) -> None:
+        flight, self._in_flight = self._in_flight, None
+        assert flight is not None
+        self._poller.remove(flight.fd)
+        try:
+            claim = self.intake.receive_exchange()
         except redis.RedisError:
             # The reply is lost, not necessarily the call: keep the outcomes to write again (at worst
             # a duplicate result entry) and put back any claim we never heard of once Redis answers.
-            self._pending = batch + self._pending
+            self._pending = flight.batch + self._pending
             self._unsure = True
             raise
         if self._unsure:
             self._reconcile()
-        self._count(batch)
+        self._count(flight.batch)
         for job in claim.jobs:
             self.local.push(job)
         self._note_missing(claim.missing)
-        if want:
-            self._arrived.clear()
+        if flight.want:
+            self._arrived -= flight.arrived
             self._empty = claim.emptied
             for index in claim.emptied:
                 self._arm(index)
+        self._feed_slots(time.time(), time.monotonic())
+
+    def _finish_in_flight(self) -> None:
+        """Wait for the reply of the exchange in flight, if any (at stop)."""
+        if self._in_flight is not None:
+            self._on_exchange_reply()
 
     def _urgent_arrival(self) -> bool:
         """A job arrived in a queue more urgent than every job held locally, and a claim can take it."""

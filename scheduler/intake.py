@@ -76,6 +76,11 @@ class Intake:
 
     def exchange(self, settlements: list[Settlement], claim: int, now: float) -> Claim:
         """Write `settlements`, then claim up to `claim` jobs, P0 first, in one atomic call."""
+        self.send_exchange(settlements, claim, now)
+        return self.receive_exchange()
+
+    def send_exchange(self, settlements: list[Settlement], claim: int, now: float) -> int:
+        """Start an exchange; returns the descriptor to poll for its reply (`receive_exchange`)."""
         first, self._next_execution = self._next_execution, self._next_execution + claim
         prefix = f"{self.daemon_id}."
         args: list[str | int | float | bytes] = [
@@ -91,7 +96,11 @@ class Intake:
         for item in settlements:
             args.extend(_settle_args(item))
         args.extend(FIELDS[1:])
-        with_dependents, flat, emptied = self._exchange(self._exchange_keys, args)
+        return self._exchange.send(self._exchange_keys, args)
+
+    def receive_exchange(self) -> Claim:
+        """The outcome of the exchange in flight."""
+        with_dependents, flat, emptied = self._exchange.receive()
         for raw_id in with_dependents:
             self._enqueue_dependents(raw_id.decode())
         claimed, missing = _parse_claim(flat)
