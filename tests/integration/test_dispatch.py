@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import redis
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
@@ -128,3 +130,32 @@ def test_fresh_mode_runs_each_job_in_a_new_process(client: redis.Redis, redis_ur
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in jobs))
     pids = {fetch(client, j.id).return_value() for j in jobs}
     assert len(pids) == 6
+
+
+def test_a_non_allowlisted_module_is_never_imported(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    # Given jobs naming a function in a module outside the allowlist (importing it leaves a file)
+    canary = tmp_path / "imported"
+    jobs = [queue(client, p).enqueue("tests.fixtures.canary.run") for p in range(4)]
+    marker = queue(client, 3).enqueue("tasks.builtin.noop")
+    with running_daemon(redis_url, env={"ASCHED_TEST_CANARY": str(canary)}):
+        wait_until(lambda: fetch(client, marker.id).get_status() == JobStatus.FINISHED)
+    # Then each failed as not allowed, and the module was never imported anywhere
+    for job in jobs:
+        assert "task 'tests.fixtures.canary.run' is not allowed" in failure(client, job.id)
+    assert not canary.exists()
+
+
+def test_an_allowlisted_module_runs_and_a_memory_error_fails_only_its_job(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    canary = tmp_path / "imported"
+    allowed = queue(client, 1).enqueue("tests.fixtures.canary.run")
+    greedy = queue(client, 1).enqueue("tasks.builtin.allocate", 10**8)  # 100 TB: MemoryError at once
+    after = queue(client, 1).enqueue("tasks.builtin.add", 1, 1)
+    env = {"ASCHED_TEST_CANARY": str(canary), "ASCHED_ALLOWED_MODULES": '["tests.fixtures.canary"]'}
+    with running_daemon(redis_url, env=env):
+        wait_until(lambda: fetch(client, after.id).get_status() == JobStatus.FINISHED)
+    assert fetch(client, allowed.id).return_value() == "ran" and canary.exists()
+    assert "MemoryError" in failure(client, greedy.id)

@@ -91,3 +91,19 @@ def test_a_dependent_job_runs_after_its_parent(client: redis.Redis, redis_url: s
     with running_daemon(redis_url):
         wait_until(lambda: finished(client, child.id))
     assert fetch(client, child.id).started_at > fetch(client, parent.id).ended_at
+
+
+def test_a_retry_interval_puts_the_job_in_rqs_scheduled_registry_until_due(
+    client: redis.Redis, redis_url: str
+) -> None:
+    from rq import Retry
+
+    job = queue(client, 1).enqueue("tasks.builtin.fail", "again", retry=Retry(max=1, interval=2))
+    with running_daemon(redis_url):
+        wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.SCHEDULED)
+        first_end = fetch(client, job.id).latest_result()  # no result yet for a retried run
+        wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.FAILED, timeout_s=10)
+    done = fetch(client, job.id)
+    assert first_end is None
+    assert done.retries_left == 0
+    assert done.started_at >= done.enqueued_at + timedelta(seconds=1)  # the second run waited
