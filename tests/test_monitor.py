@@ -1,0 +1,51 @@
+"""Memory readings: cgroup v1 and v2 files parsed from files we write, and a real reading of ourselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scheduler.monitor import Monitor, find_cgroup, parse_limit, parse_stat
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [("max\n", None), ("9223372036854771712\n", None), ("314572800\n", 314572800), ("", None)],
+)
+def test_limits_parse_with_no_limit_as_none(text: str, limit: int | None) -> None:
+    assert parse_limit(text) == limit
+
+
+def test_a_stat_counter_is_read_by_name() -> None:
+    assert parse_stat("cache 5\ninactive_file 4096\nactive_file 1\n", "inactive_file") == 4096
+    assert parse_stat("cache 5\n", "inactive_file") == 0
+
+
+def test_a_v2_cgroup_is_found_from_proc_self_cgroup(tmp_path: Path) -> None:
+    base = tmp_path / "system.slice" / "asched.service"
+    base.mkdir(parents=True)
+    (base / "memory.max").write_text("314572800\n")
+    files = find_cgroup("0::/system.slice/asched.service\n", root=tmp_path)
+    assert files is not None and files.limit == base / "memory.max" and files.usage == base / "memory.current"
+
+
+def test_a_v1_cgroup_is_found_under_the_memory_hierarchy(tmp_path: Path) -> None:
+    base = tmp_path / "memory" / "asched"
+    base.mkdir(parents=True)
+    (base / "memory.limit_in_bytes").write_text("314572800\n")
+    files = find_cgroup("4:memory:/asched\n1:cpu:/\n", root=tmp_path)
+    assert files is not None and files.limit == base / "memory.limit_in_bytes"
+    assert files.cache_key == "total_inactive_file"
+
+
+def test_no_memory_cgroup_means_none(tmp_path: Path) -> None:
+    assert find_cgroup("1:cpu:/\n", root=tmp_path) is None
+
+
+def test_a_real_reading_of_this_process_against_a_set_budget() -> None:
+    monitor = Monitor(budget_bytes=10 * 2**30)
+    sample = monitor.sample()
+    assert sample.budget == 10 * 2**30 and sample.budget_source == "settings"
+    assert 10 * 2**20 < sample.daemon_rss < 2**30
+    assert 0 < sample.percent < 10
