@@ -21,15 +21,17 @@ from dataclasses import dataclass
 import redis
 from loguru import logger
 
-import tasks  # noqa: F401 - registers the built-in tasks: the allowlist
-from scheduler import outcomes
+import tasks  # registers the built-in tasks: the allowlist
+from scheduler import checkpoint, outcomes
 from scheduler.errors import PayloadError
 from scheduler.events import Poller
+from scheduler.governor import Governor
 from scheduler.intake import Intake
-from scheduler.model import Call, ClaimedJob, JobOptions, Settlement
+from scheduler.model import ClaimedJob, JobOptions, Outcome, Settlement
 from scheduler.payload import decode_call, decode_options
+from scheduler.policy import Fate, Preempt, RunningJob, Stop, act_on_running, admitted_queues, fate
 from scheduler.queue import LocalQueue
-from scheduler.slots import Slot
+from scheduler.slots import Running, Slot
 from scheduler.status import DaemonStatus, publish
 from scheduler.waker import Waker
 from settings import Settings
@@ -69,11 +71,12 @@ class Daemon:
         self.defaults = JobOptions(
             settings.default_job_timeout_s, settings.default_result_ttl_s, settings.default_failure_ttl_s
         )
+        self.governor = Governor(settings)
         self.slots: list[Slot] = []
         self.slot_start_ms: deque[float] = deque(maxlen=1000)  # recent slot start-up times
         self.stop_requested = False
         self.force_stop = False
-        self.counts = {"finished": 0, "failed": 0, "retried": 0, "put_back": 0, "dropped": 0}
+        self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"dropped": 0}
         self._waker = Waker(self.client, self.intake.queue_keys)
         self._pending: list[Settlement] = []
         self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
@@ -124,9 +127,11 @@ class Daemon:
 
     def tick(self) -> bool:
         """One turn of the loop; returns True once the daemon may shut down."""
-        self._poller.wait(FLUSH_S if self._pending else TICK_S)
-        now = time.time()
-        self._reap_timeouts(time.monotonic())
+        self._poller.wait(FLUSH_S if self._pending else min(TICK_S, self.governor.interval_s))
+        now, now_mono = time.time(), time.monotonic()
+        if self.governor.due(now_mono):
+            self._govern(now_mono)
+        self._reap_timeouts(now_mono)
         self._exchange(now)
         if now >= self._next_housekeeping:
             self._housekeeping(now)
@@ -173,7 +178,12 @@ class Daemon:
             message = slot.receive()
         except (EOFError, OSError):
             return  # the slot died; its pidfd says so and `_on_exit` settles the job
-        if message is not None:
+        if message is None:
+            self.governor.monitor.track(slot.index, slot.pid)  # ready: its RSS now is its base
+        elif message[0] == "checkpoint":
+            if slot.running is not None and slot.running.job.id == message[1]:
+                slot.running.checkpoint = checkpoint.encode(message[2])
+        else:
             self._on_outcome(slot, message)
 
     def _on_exit(self, slot: Slot) -> None:
@@ -195,20 +205,23 @@ class Daemon:
             self._poller.add(fd, lambda: self._on_arrival(index, fd))
 
     def _on_outcome(self, slot: Slot, message: tuple[object, ...]) -> None:
-        job_id, ok, payload, started, ended = message
+        job_id, kind, payload, started, ended = message
         running = slot.running
         if running is None or running.job.id != job_id:
             self.log.warning("slot {} reported an outcome for job {} it was not running", slot.index, job_id)
             return
         slot.running = None
-        if ok:
+        if kind == "ok":
             settlement = outcomes.finished(running.job, running.options, payload, started, ended)  # type: ignore[arg-type]
+        elif kind == "preempted":
+            settlement = outcomes.preempted(running.job, running.checkpoint, started, ended)  # type: ignore[arg-type]
+            self._log_preempted(running, "checkpointed")
         else:
             settlement = outcomes.failed(running.job, running.options, str(payload), started, ended)  # type: ignore[arg-type]
             self._log_failure(settlement)
         self._pending.append(settlement)
-        if self.settings.slot_mode == "fresh":
-            self._replace(slot)
+        if self.settings.slot_mode == "fresh" or kind == "preempted":
+            self._replace(slot)  # a preempted slot is recycled so its memory really goes back
 
     def _replace(self, slot: Slot) -> None:
         """Settle the job of a slot that died (or finished its one job) and start a new slot."""
@@ -225,7 +238,9 @@ class Daemon:
     def _reap_timeouts(self, now_mono: float) -> None:
         for slot in self.slots:
             running = slot.running
-            if running is not None and now_mono > running.deadline_mono:
+            if running is not None and running.preempt_deadline and now_mono > running.preempt_deadline:
+                self._stop_running(slot, running.preempt_reason + "; no checkpoint within the grace period")
+            elif running is not None and now_mono > running.deadline_mono:
                 slot.running = None
                 self._swap(slot)
                 reason = f"job exceeded its timeout of {running.options.timeout_s:g} s and was stopped"
@@ -234,6 +249,56 @@ class Daemon:
                 settlement = outcomes.failed(running.job, running.options, reason, started, now)
                 self._log_failure(settlement)
                 self._pending.append(settlement)
+
+    def _stop_running(self, slot: Slot, reason: str) -> None:
+        """Kill a slot's job for memory: it resumes (checkpoint, or anew if restartable), or it fails."""
+        running, slot.running = slot.running, None
+        assert running is not None
+        self._swap(slot)
+        now = time.time()
+        started = now - (time.monotonic() - running.started_mono)
+        task = running.task
+        if running.checkpoint or (task is not None and task.restartable):
+            self._pending.append(outcomes.preempted(running.job, running.checkpoint, started, now))
+            self._log_preempted(
+                running,
+                "killed, resumes " + ("from its checkpoint" if running.checkpoint else "from the start"),
+            )
+        else:
+            reason = f"stopped: {reason}; it saved no checkpoint and is not restartable"
+            settlement = outcomes.failed(running.job, running.options, reason, started, now)
+            self._log_failure(settlement)
+            self._pending.append(settlement)
+
+    # --- memory governor -------------------------------------------------------------------------
+
+    def _govern(self, now_mono: float) -> None:
+        """Read memory; preempt or stop running jobs as the level and the slot cap require."""
+        self.governor.read(now_mono)
+        sample = self.governor.sample
+        assert sample is not None
+        jobs = [
+            RunningJob(
+                slot.index,
+                slot.running.job.priority,
+                bool(slot.running.task and slot.running.task.heartbeat),
+                bool(slot.running.task and slot.running.task.preemptible),
+                bool(slot.running.task and slot.running.task.restartable),
+                sample.slot_growth.get(slot.index, 0),
+            )
+            for slot in self.slots
+            if slot.running is not None and slot.running.preempt_deadline is None
+        ]
+        for action in act_on_running(self.governor.level, jobs, int(self.settings.slot_memory_cap)):
+            slot = self.slots[action.slot]
+            match action:
+                case Preempt(reason=reason):
+                    slot.ask_to_yield(self.settings.preempt_grace_s, reason, now_mono)
+                    self.log.bind(job_id=slot.running.job.id if slot.running else None).warning(
+                        "preempting slot {}: {} (pressure {:.1f} %)", slot.index, reason, sample.percent
+                    )
+                case Stop(reason=reason):
+                    self._stop_running(slot, reason)
 
     # --- claim and dispatch ----------------------------------------------------------------------
 
@@ -261,7 +326,7 @@ class Daemon:
         want = self._claimable()
         batch, self._pending = self._pending, []
         try:
-            fd = self.intake.send_exchange(batch, want, now)
+            fd = self.intake.send_exchange(batch, want, now, admitted_queues(self.governor.level))
         except redis.RedisError:
             self._pending = batch + self._pending
             raise
@@ -320,28 +385,53 @@ class Daemon:
         return hungry or self.local.room >= REFILL_AT
 
     def _feed_slots(self, now: float, now_mono: float) -> None:
-        """Hand the most urgent local jobs to idle slots (none once a stop is asked)."""
+        """Hand the most urgent local jobs to idle slots, as memory pressure allows (none once stopping)."""
         if self.stop_requested:
             return
         for slot in self.slots:
             while not slot.busy and slot.ready and len(self.local):
-                self._start(slot, self.local.pop(), now, now_mono)
+                if not self._start(slot, now, now_mono):
+                    return
 
-    def _start(self, slot: Slot, job: ClaimedJob, now: float, now_mono: float) -> bool:
-        """Hand `job` to `slot`; False if the job was rejected instead (the slot stays free)."""
+    def _start(self, slot: Slot, now: float, now_mono: float) -> bool:
+        """Deal with the head of the local queue; False when it must wait (pressure), True otherwise."""
+        job = self.local.pop()
         try:
             options = decode_options(job.fields, self.defaults)
         except PayloadError as exc:
             self._reject(job, self.defaults, str(exc), now)
-            return False
+            return True
         try:
-            data = job.fields.get("data")
-            call: Call = decode_call(data, self.settings.serializer, self.settings.allowed_modules)
+            call = decode_call(
+                job.fields.get("data"), self.settings.serializer, self.settings.allowed_modules
+            )
+            resume_state = checkpoint.decode(job.fields.get("asched_checkpoint"))
         except PayloadError as exc:
             self._reject(job, options, str(exc), now)
+            return True
+        task = tasks.lookup(call.func_path)
+        verdict = fate(self.governor.level, job.priority, bool(task and task.heartbeat))
+        if verdict is Fate.RUN:
+            slot.give(Running(job, call, options, now_mono, now_mono + options.timeout_s, task), resume_state)
+        elif verdict is Fate.WAIT:
+            self.local.push(job)
             return False
-        slot.give(job, call, options, now_mono)
+        else:
+            self._park(job, verdict, now)
         return True
+
+    def _park(self, job: ClaimedJob, verdict: Fate, now: float) -> None:
+        """A job not run for memory pressure: skipped, shed (kept for replay), or put back in Redis."""
+        level = self.governor.level.name
+        sample = self.governor.sample
+        percent = sample.percent if sample else 0.0
+        if verdict is Fate.PUT_BACK:
+            self._pending.append(outcomes.put_back(job))
+            return
+        outcome = Outcome.SKIPPED if verdict is Fate.SKIP else Outcome.SHED
+        reason = f"{outcome.value} under memory pressure {level} ({percent:.1f} %)"
+        self._pending.append(outcomes.parked(job, outcome, reason, level, now))
+        self.log.bind(job_id=job.id, priority=job.priority.name).warning("job {}: {}", job.id, reason)
 
     def _reject(self, job: ClaimedJob, options: JobOptions, reason: str, now: float) -> None:
         settlement = outcomes.rejected(job, options, reason, now)
@@ -398,6 +488,11 @@ class Daemon:
             self._poller.remove(fd)
         slot.kill()
         self.slots[slot.index] = self._new_slot(slot.index)
+
+    def _log_preempted(self, running: Running, how: str) -> None:
+        self.log.bind(job_id=running.job.id, priority=running.job.priority.name).warning(
+            "job {} preempted ({}): {}", running.job.id, how, running.preempt_reason or "slot recycled"
+        )
 
     def _log_failure(self, settlement: Settlement) -> None:
         last_line = settlement.reason.strip().splitlines()[-1] if settlement.reason.strip() else ""

@@ -51,8 +51,9 @@ class Intake:
                 keys.finished(name),
                 keys.failed(name),
                 keys.scheduled(name),
+                keys.canceled(name),
             )
-        ]
+        ] + [keys.SHED, keys.SKIPPED]
         self._timeouts = [int(settings.default_job_timeout_s), int(settings.lease_ttl_s + LEASE_SLACK_S)]
         self._exchange = ScriptLine(client, _source("exchange"))
         self._recover = client.register_script(_source("recover"))
@@ -74,13 +75,16 @@ class Intake:
         self.client.delete(keys.daemon_lease(self.daemon_id), keys.daemon_status(self.daemon_id))
         self._exchange.close()
 
-    def exchange(self, settlements: list[Settlement], claim: int, now: float) -> Claim:
+    def exchange(self, settlements: list[Settlement], claim: int, now: float, queues: int = 4) -> Claim:
         """Write `settlements`, then claim up to `claim` jobs, P0 first, in one atomic call."""
-        self.send_exchange(settlements, claim, now)
+        self.send_exchange(settlements, claim, now, queues)
         return self.receive_exchange()
 
-    def send_exchange(self, settlements: list[Settlement], claim: int, now: float) -> int:
-        """Start an exchange; returns the descriptor to poll for its reply (`receive_exchange`)."""
+    def send_exchange(self, settlements: list[Settlement], claim: int, now: float, queues: int = 4) -> int:
+        """Start an exchange; returns the descriptor to poll for its reply (`receive_exchange`).
+
+        `queues` bounds the claim to the first (most urgent) queues: 4 all, 1 P0 only.
+        """
         first, self._next_execution = self._next_execution, self._next_execution + claim
         prefix = f"{self.daemon_id}."
         args: list[str | int | float | bytes] = [
@@ -95,6 +99,7 @@ class Intake:
         args.append(len(settlements))
         for item in settlements:
             args.extend(_settle_args(item))
+        args.append(queues)
         args.extend(FIELDS[1:])
         return self._exchange.send(self._exchange_keys, args)
 
@@ -174,9 +179,11 @@ def _settle_args(item: Settlement) -> list[str | int | float | bytes]:
     if options is not None:
         ttl = options.result_ttl_s if item.outcome is Outcome.FINISHED else options.failure_ttl_s
     payload = b""
-    exc_info = b""
+    exc_info: str | bytes = b""
     if item.outcome is Outcome.FINISHED and item.result is not None:
         payload = base64.b64encode(item.result)
+    elif item.outcome in (Outcome.SKIPPED, Outcome.SHED):
+        exc_info = item.reason  # plain text: it is our own field, not RQ's
     elif item.reason:
         exc_info = zlib.compress(item.reason.encode("utf-8", "replace"))
         payload = base64.b64encode(exc_info)
@@ -192,5 +199,5 @@ def _settle_args(item: Settlement) -> list[str | int | float | bytes]:
         ttl,
         payload,
         exc_info,
-        item.retry_spec,
+        item.extra,
     ]

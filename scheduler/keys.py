@@ -36,6 +36,10 @@ def scheduled(name: str) -> str:
     return f"rq:scheduled:{name}"
 
 
+def canceled(name: str) -> str:
+    return f"rq:canceled:{name}"
+
+
 def daemon_lease(daemon_id: str) -> str:
     """Exists (with a TTL) while the daemon `daemon_id` is alive; its claims are safe while it does."""
     return f"{OURS}daemon:{daemon_id}"
@@ -46,4 +50,6 @@ def daemon_status(daemon_id: str) -> str:
     return f"{OURS}status:{daemon_id}"
 
 
+SHED = f"{OURS}shed"  # sorted set: ids of jobs shed under memory pressure, by time; `shed replay`
+SKIPPED = f"{OURS}skipped"  # sorted set: ids of heartbeat jobs skipped under memory pressure
 DAEMONS = f"{OURS}daemons"  # set of daemon ids that have claimed work (recovery scans it)

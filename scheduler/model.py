@@ -39,7 +39,10 @@ class Outcome(Enum):
     FINISHED = "finished"
     FAILED = "failed"
     RETRY = "retry"  # failed, but RQ retries are left: queued or scheduled again
-    PUT_BACK = "put_back"  # not run (or stopped): back at the front of its queue
+    PUT_BACK = "put_back"  # not run (or stopped at a clean stop): back at the front of its queue
+    PREEMPTED = "preempted"  # stopped under memory pressure: front of its queue, with its checkpoint
+    SKIPPED = "skipped"  # a heartbeat not run under memory pressure (RQ sees it canceled)
+    SHED = "shed"  # parked in the shed registry under memory pressure, to be replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,5 +88,6 @@ class Settlement:
     result: bytes | None = None  # serialized return value (FINISHED)
     reason: str = ""  # exception text (FAILED, RETRY)
     options: JobOptions | None = None
-    retry_spec: str = ""  # RETRY: "<retries left>:<unix s to run at, 0 = now>:<1 at front | 0>"
+    extra: str = ""  # RETRY: "<retries left>:<run at, unix s; 0 = now>:<1 at front | 0>";
+    # PREEMPTED: the checkpoint to resume from; SKIPPED and SHED: the pressure level
     noted_mono: float = field(default_factory=time.monotonic)  # when the daemon learnt the outcome

@@ -17,7 +17,7 @@ def failed(job: ClaimedJob, options: JobOptions, reason: str, started: float, en
     interval = retry_interval_s(options)
     run_at = ended + interval if interval > 0 else 0
     spec = f"{options.retries_left - 1}:{run_at:.3f}:{int(options.retry_at_front)}"
-    return Settlement(job, Outcome.RETRY, started, ended, reason=reason, options=options, retry_spec=spec)
+    return Settlement(job, Outcome.RETRY, started, ended, reason=reason, options=options, extra=spec)
 
 
 def rejected(job: ClaimedJob, options: JobOptions, reason: str, now: float) -> Settlement:
@@ -30,11 +30,24 @@ def put_back(job: ClaimedJob) -> Settlement:
     return Settlement(job, Outcome.PUT_BACK)
 
 
+def preempted(job: ClaimedJob, checkpoint: str, started: float, ended: float) -> Settlement:
+    """Stopped under memory pressure: back to the front of its queue, to resume from `checkpoint`."""
+    return Settlement(job, Outcome.PREEMPTED, started, ended, extra=checkpoint)
+
+
+def parked(job: ClaimedJob, outcome: Outcome, reason: str, level: str, now: float) -> Settlement:
+    """Not run under memory pressure: SKIPPED (a heartbeat) or SHED (kept for replay)."""
+    return Settlement(job, outcome, now, now, reason=reason, extra=level)
+
+
 COUNT_NAMES = {
     Outcome.FINISHED: "finished",
     Outcome.FAILED: "failed",
     Outcome.RETRY: "retried",
     Outcome.PUT_BACK: "put_back",
+    Outcome.PREEMPTED: "preempted",
+    Outcome.SKIPPED: "skipped",
+    Outcome.SHED: "shed",
 }
 
 

@@ -33,6 +33,7 @@ FIELDS = (
     "repeats_left",
     "rate_limit_key",
     "webhooks",
+    "asched_checkpoint",
 )
 UNSUPPORTED = {
     "success_callback_name": "on_success",

@@ -21,10 +21,13 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-# Messages, daemon -> slot: (job_id, func_path, args, kwargs), or None to exit.
-# slot -> daemon: ("ready", pid) once, then (job_id, ok, payload, started_at, ended_at) per job, where
-# payload is the serialized return value (ok) or the failure text.
-Outcome = tuple[str, bool, bytes | str, float, float]
+from tasks import sdk
+
+# Messages, daemon -> slot: (job_id, func_path, args, kwargs, resume_state), or None to exit.
+# slot -> daemon: ("ready", pid) once; ("checkpoint", job_id, state JSON) any number of times during
+# a job; then (job_id, kind, payload, started_at, ended_at) per job, where kind is "ok" (payload: the
+# serialized return value), "error" (payload: the failure text) or "preempted" (payload: "").
+Outcome = tuple[str, str, bytes | str, float, float]
 PR_SET_PDEATHSIG = 1
 PROTOCOL = pickle.HIGHEST_PROTOCOL  # the pipe's framing; both ends run the same Python
 
@@ -35,29 +38,43 @@ def serve(conn: Connection, serializer: str, one_job: bool) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the daemon's handlers were inherited by the fork
+    signal.signal(signal.SIGUSR1, sdk.request_preemption)
     dumps = _pickle_dumps if serializer == "pickle" else _json_dumps
-    conn.send_bytes(pickle.dumps(("ready", os.getpid()), PROTOCOL))
+
+    def send(message: tuple[Any, ...]) -> None:
+        conn.send_bytes(pickle.dumps(message, PROTOCOL))
+
+    send(("ready", os.getpid()))
     while (message := pickle.loads(conn.recv_bytes())) is not None:
-        conn.send_bytes(pickle.dumps(run(message, dumps), PROTOCOL))
+        send(run(message, dumps, send))
         if one_job:
             break
     conn.close()
 
 
-def run(message: tuple[str, str, tuple[Any, ...], dict[str, Any]], dumps: Callable[[Any], bytes]) -> Outcome:
+def run(
+    message: tuple[str, str, tuple[Any, ...], dict[str, Any], Any],
+    dumps: Callable[[Any], bytes],
+    send: Callable[[tuple[Any, ...]], None],
+) -> Outcome:
     """Run one call; any exception becomes a failure text, like RQ's exc_info."""
-    job_id, func_path, args, kwargs = message
+    job_id, func_path, args, kwargs, resume_state = message
+    sdk.enter(sdk.JobContext(job_id, resume_state, send))
     started_at = time.time()
     try:
         value = _resolve(func_path)(*args, **kwargs)
+    except sdk.Preempted:
+        return job_id, "preempted", "", started_at, time.time()
     except BaseException:  # the job's own failure, SystemExit and MemoryError included
-        return job_id, False, traceback.format_exc(), started_at, time.time()
+        return job_id, "error", traceback.format_exc(), started_at, time.time()
+    finally:
+        sdk.enter(None)
     try:
         payload = dumps(value)
     except (TypeError, ValueError, pickle.PicklingError) as exc:
         reason = f"the return value of {func_path} cannot be serialized: {exc}"
-        return job_id, False, reason, started_at, time.time()
-    return job_id, True, payload, started_at, time.time()
+        return job_id, "error", reason, started_at, time.time()
+    return job_id, "ok", payload, started_at, time.time()
 
 
 def _die_with_parent() -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from scheduler import slot_main
 from scheduler.model import Call, ClaimedJob, JobOptions
 from scheduler.slot_main import PROTOCOL
+from tasks.registry import TaskInfo
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 2.0
@@ -40,6 +41,10 @@ class Running:
     options: JobOptions
     started_mono: float
     deadline_mono: float
+    task: TaskInfo | None = None
+    checkpoint: str = ""  # the last state the job saved (versioned JSON), "" for none
+    preempt_deadline: float | None = None  # asked to checkpoint: killed if still running by then
+    preempt_reason: str = ""
 
 
 class Slot:
@@ -72,10 +77,21 @@ class Slot:
             self.receive()
         return self.ready
 
-    def give(self, job: ClaimedJob, call: Call, options: JobOptions, now_mono: float) -> None:
-        """Hand `job` to this (idle) slot."""
-        self.running = Running(job, call, options, now_mono, now_mono + options.timeout_s)
-        self.conn.send_bytes(pickle.dumps((job.id, call.func_path, call.args, call.kwargs), PROTOCOL))
+    def give(self, running: Running, resume_state: Any) -> None:
+        """Hand a job to this (idle) slot."""
+        self.running = running
+        call = running.call
+        message = (running.job.id, call.func_path, call.args, call.kwargs, resume_state)
+        self.conn.send_bytes(pickle.dumps(message, PROTOCOL))
+
+    def ask_to_yield(self, grace_s: float, reason: str, now_mono: float) -> None:
+        """Ask the running job to checkpoint and stop (SIGUSR1); it is killed after `grace_s`."""
+        if self.running is None or self.running.preempt_deadline is not None:
+            return
+        self.running.preempt_deadline = now_mono + grace_s
+        self.running.preempt_reason = reason
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGUSR1)
 
     def receive(self) -> tuple[Any, ...] | None:
         """The next message: an outcome tuple, or None for the ready message."""

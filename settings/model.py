@@ -78,21 +78,25 @@ class Settings(BaseSettings):
     )
     memory_budget: ByteSize | None = Field(
         default=None,
-        description="Memory budget, e.g. 2GiB. Unset: the cgroup limit, else the host's RAM. "
-        "(Memory governor: validated, not active yet.)",
+        description="Memory budget, e.g. 2GiB. Unset: the daemon's cgroup limit (systemd MemoryMax=), "
+        "else the host's RAM.",
     )
     slot_memory_cap: ByteSize = Field(
         default=ByteSize(400 * 1000 * 1000),
-        description="A slot process above this RSS is stopped. (Not active yet.)",
+        description="A slot whose job grew past this is preempted (or stopped if it cannot be).",
     )
     elevated_percent: float = Field(
-        default=70.0, description="Pressure % at which heartbeat jobs are skipped. (Not active yet.)"
+        default=70.0, description="Pressure % at which heartbeat jobs are skipped."
     )
-    high_percent: float = Field(
-        default=85.0, description="Pressure % at which P2/P3 jobs are preempted. (Not active yet.)"
+    high_percent: float = Field(default=85.0, description="Pressure % at which P2/P3 jobs are preempted.")
+    emergency_percent: float = Field(default=95.0, description="Pressure % at which all but P0 stops.")
+    pressure_margin_percent: float = Field(
+        default=5.0, ge=0, lt=50, description="A level is left only below its threshold minus this ..."
     )
-    emergency_percent: float = Field(
-        default=95.0, description="Pressure % at which all but P0 stops. (Not active yet.)"
+    pressure_hold_s: float = Field(default=2.0, ge=0, description="... for this long (hysteresis).")
+    sample_interval_s: float = Field(default=0.1, gt=0, le=10, description="How often memory is read.")
+    preempt_grace_s: float = Field(
+        default=2.0, gt=0, description="How long a preempted job has to checkpoint before it is killed."
     )
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Lowest level logged."

@@ -1,8 +1,20 @@
-"""Tasks: the allowlisted functions the daemon runs, and the `@task` decorator that registers them."""
+"""Tasks: the allowlisted functions the daemon runs, the `@task` decorator, and the SDK (`context`)."""
 
 from __future__ import annotations
 
 from tasks import builtin
 from tasks.registry import TaskInfo, describe_allowed, is_allowed, lookup, registered_paths, task
+from tasks.sdk import JobContext, Preempted, context
 
-__all__ = ["TaskInfo", "builtin", "describe_allowed", "is_allowed", "lookup", "registered_paths", "task"]
+__all__ = [
+    "JobContext",
+    "Preempted",
+    "TaskInfo",
+    "builtin",
+    "context",
+    "describe_allowed",
+    "is_allowed",
+    "lookup",
+    "registered_paths",
+    "task",
+]

@@ -12,6 +12,7 @@ import signal
 import time
 
 from tasks.registry import task
+from tasks.sdk import context
 
 
 @task()
@@ -68,6 +69,42 @@ def allocate(megabytes: int, hold_s: float = 0.0) -> int:
         block[offset] = 1
     time.sleep(hold_s)
     return len(block)
+
+
+@task(preemptible=True)
+def allocate_steps(megabytes: int, steps: int = 10, step_s: float = 0.1) -> int:
+    """Allocates `megabytes` MB in `steps` steps, `step_s` apart, checkpointing between steps.
+
+    Preempted, it resumes at the step it had reached (re-allocating what it held: memory is not
+    state). Returns the number of steps done across all runs.
+    """
+    ctx = context()
+    done = ctx.resume_state or 0
+    blocks = []
+    for _ in range(done, steps):
+        block = bytearray(megabytes * 1024 * 1024 // steps)
+        for offset in range(0, len(block), 4096):
+            block[offset] = 1
+        blocks.append(block)
+        time.sleep(step_s)
+        done += 1
+        ctx.checkpoint(done)
+    return done
+
+
+@task(preemptible=True)
+def long_sum(n: int, chunk: int = 100_000, pause_s: float = 0.0) -> dict[str, int]:
+    """Sums 0..n-1 in chunks, checkpointing after each; returns the sum and how many runs it took."""
+    ctx = context()
+    state = ctx.resume_state or {"i": 0, "total": 0, "runs": 0}
+    state["runs"] += 1
+    while state["i"] < n:
+        stop = min(n, state["i"] + chunk)
+        state["total"] += sum(range(state["i"], stop))
+        state["i"] = stop
+        time.sleep(pause_s)
+        ctx.checkpoint(state)
+    return {"total": state["total"], "runs": state["runs"]}
 
 
 @task()

@@ -21,18 +21,23 @@ class TaskInfo:
 
     name: str
     path: str
-    heartbeat: bool = False
+    heartbeat: bool = False  # skipped (not run, counted) once memory pressure is ELEVATED
+    preemptible: bool = False  # checkpoints with the SDK: may be stopped and resumed under pressure
+    restartable: bool = False  # may be stopped and run again from the start if it saved nothing
 
 
 _BY_PATH: dict[str, TaskInfo] = {}
 _BY_NAME: dict[str, TaskInfo] = {}
 
 
-def task(name: str | None = None, *, heartbeat: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def task(
+    name: str | None = None, *, heartbeat: bool = False, preemptible: bool = False, restartable: bool = False
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register a function as an allowlisted task under a short `name` (default: its own name)."""
 
     def register(func: Callable[P, R]) -> Callable[P, R]:
-        info = TaskInfo(name or func.__name__, f"{func.__module__}.{func.__qualname__}", heartbeat)
+        path = f"{func.__module__}.{func.__qualname__}"
+        info = TaskInfo(name or func.__name__, path, heartbeat, preemptible, restartable)
         if _BY_NAME.get(info.name, info) != info:
             raise ValueError(f"task name {info.name!r} is registered twice")
         _BY_PATH[info.path] = info

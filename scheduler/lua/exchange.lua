@@ -7,13 +7,17 @@
 -- instant leaves every job in its queue, settled, or claimed under an execution id that names its
 -- daemon (recover.lua puts those back once the daemon's lease expires).
 --
--- KEYS: for each priority P0..P3: queue, started, finished, failed, scheduled (20 keys).
+-- KEYS: for each priority P0..P3: queue, started, finished, failed, scheduled, canceled (24 keys);
+--   then the shed registry and the skipped registry (sorted sets of job ids by time).
 -- ARGV[1..9]: now (unix s), now (RQ ISO text), worker name, jobs to claim, execution-id prefix,
 --   first execution counter, default timeout (s), lease slack (s), number of settlements S;
---   then S x 12 settlement values: outcome (finished|failed|retry|put_back), job id, priority index,
+--   then S x 12 settlement values: outcome (finished|failed|retry|put_back|preempted|skipped|shed),
+--   job id, priority index,
 --   execution id, started_at (ISO), ended_at (ISO), started (unix s), ended (unix s), ttl (s, -1 =
 --   forever), payload (base64 return value or base64 zlib exception text), exc_info (zlib text),
---   retry spec ("<retries left>:<unix s to run at, 0 = now>:<1 at front|0>");
+--   extra: for retry "<retries left>:<unix s to run at, 0 = now>:<1 at front|0>"; for preempted the
+--   checkpoint to resume from ("" for none); for skipped and shed the pressure level;
+--   then how many queues the claim may take from (4: all; 1: P0 only, under memory pressure);
 --   then the job-hash fields to return for each claimed job.
 -- Returns {ids of settled jobs whose dependents wait, flat claim list, emptied}; the claim list holds,
 --   per job: priority index, job id, execution id ("" when the job hash is gone: RQ drops such ids
@@ -21,9 +25,10 @@
 --   queue, "1" where this claim found the queue empty (popped fewer ids than it asked for).
 local now, iso, worker = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local STRIDE = 12
+local PER = 6
 local FIRST = 10
 local settled = tonumber(ARGV[9])
-local fields_from = FIRST + settled * STRIDE
+local fields_from = FIRST + settled * STRIDE + 1
 
 local zadds, zrems = {}, {}
 local function push(bucket, key, a, b)
@@ -54,8 +59,8 @@ end
 
 -- settle
 local dependents = {}
-for i = FIRST, fields_from - 1, STRIDE do
-  local outcome, id, base = ARGV[i], ARGV[i + 1], 5 * tonumber(ARGV[i + 2])
+for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
+  local outcome, id, base = ARGV[i], ARGV[i + 1], PER * tonumber(ARGV[i + 2])
   local ttl = tonumber(ARGV[i + 8])
   local key = 'rq:job:' .. id
   push(zrems, KEYS[base + 2], id .. ':' .. ARGV[i + 3])
@@ -86,6 +91,21 @@ for i = FIRST, fields_from - 1, STRIDE do
       if front == '1' then redis.call('LPUSH', KEYS[base + 1], id)
       else redis.call('RPUSH', KEYS[base + 1], id) end
     end
+  elseif outcome == 'preempted' then -- stopped under memory pressure: the front of its queue
+    redis.call('HSET', key, 'status', 'queued')
+    if ARGV[i + 11] ~= '' then redis.call('HSET', key, 'asched_checkpoint', ARGV[i + 11]) end
+    redis.call('HINCRBY', key, 'asched_preemptions', 1)
+    redis.call('LPUSH', KEYS[base + 1], id)
+  elseif outcome == 'skipped' or outcome == 'shed' then -- not run, parked with the reason; RQ: canceled
+    redis.call('HSET', key, 'status', 'canceled', 'ended_at', ARGV[i + 5], 'asched_outcome', outcome,
+      'asched_reason', ARGV[i + 10], 'asched_level', ARGV[i + 11])
+    push(zadds, KEYS[base + 6], now, id)
+    if outcome == 'shed' then
+      redis.call('PERSIST', key)
+      push(zadds, KEYS[25], now, id)
+    else
+      push(zadds, KEYS[26], now, id)
+    end
   else -- put_back: not run, or stopped part-way: the front of its queue
     redis.call('HSET', key, 'status', 'queued')
     redis.call('LPUSH', KEYS[base + 1], id)
@@ -110,9 +130,9 @@ local fields = {}
 for i = fields_from, #ARGV do fields[#fields + 1] = ARGV[i] end
 local claimed = {}
 local emptied = {'0', '0', '0', '0'}
-for qi = 0, 3 do
+for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
   if n <= 0 then break end
-  local ids = redis.call('LPOP', KEYS[5 * qi + 1], n)
+  local ids = redis.call('LPOP', KEYS[PER * qi + 1], n)
   if not ids or #ids < n then emptied[qi + 1] = '1' end
   if ids then
     local members = {}
@@ -137,7 +157,7 @@ for qi = 0, 3 do
       end
       for j = 3, #values do claimed[#claimed + 1] = values[j] or '' end
     end
-    if #members > 0 then redis.call('ZADD', KEYS[5 * qi + 2], unpack(members)) end
+    if #members > 0 then redis.call('ZADD', KEYS[PER * qi + 2], unpack(members)) end
     n = n - #ids
   end
 end

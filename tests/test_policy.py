@@ -1,0 +1,78 @@
+"""The pressure policy, as tables, plus the invariant that P0 is never shed, skipped or preempted."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scheduler.model import Priority
+from scheduler.policy import Fate, Preempt, RunningJob, Stop, act_on_running, admitted_queues, fate
+from scheduler.pressure import Level
+
+N, E, H, X = Level.NORMAL, Level.ELEVATED, Level.HIGH, Level.EMERGENCY
+P0, P1, P2, P3 = Priority
+CAP = 400_000_000
+
+
+@pytest.mark.parametrize(
+    ("level", "priority", "heartbeat", "expected"),
+    [
+        (N, P3, True, Fate.RUN),
+        (E, P3, True, Fate.SKIP),
+        (E, P3, False, Fate.RUN),
+        (H, P3, True, Fate.SKIP),
+        (H, P2, False, Fate.WAIT),
+        (H, P1, False, Fate.RUN),
+        (X, P3, True, Fate.SHED),
+        (X, P1, False, Fate.PUT_BACK),
+        (X, P0, True, Fate.RUN),
+    ],
+)
+def test_the_fate_of_a_local_job(level: Level, priority: Priority, heartbeat: bool, expected: Fate) -> None:
+    assert fate(level, priority, heartbeat) == expected
+
+
+@pytest.mark.parametrize(("level", "queues"), [(N, 4), (E, 4), (H, 2), (X, 1)])
+def test_intake_narrows_with_pressure(level: Level, queues: int) -> None:
+    assert admitted_queues(level) == queues
+
+
+def running(slot: int, priority: Priority, preemptible: bool = True, growth: int = 0) -> RunningJob:
+    return RunningJob(slot, priority, False, preemptible, False, growth)
+
+
+def test_high_preempts_resumable_p2_and_p3_only() -> None:
+    jobs = [running(0, P1), running(1, P2), running(2, P3, preemptible=False), running(3, P3)]
+    assert [a.slot for a in act_on_running(H, jobs, CAP)] == [1, 3]
+    assert all(isinstance(a, Preempt) for a in act_on_running(H, jobs, CAP))
+
+
+def test_emergency_stops_all_but_p0() -> None:
+    jobs = [running(0, P0), running(1, P1), running(2, P3, preemptible=False)]
+    actions = act_on_running(X, jobs, CAP)
+    assert actions == [
+        Preempt(1, "memory pressure EMERGENCY: everything but P0 stops"),
+        Stop(2, "memory pressure EMERGENCY: everything but P0 stops"),
+    ]
+
+
+def test_the_slot_cap_applies_at_any_level_even_to_p0() -> None:
+    jobs = [running(0, P0, preemptible=False, growth=CAP + 1), running(1, P3, growth=CAP + 1)]
+    assert act_on_running(N, jobs, CAP) == [
+        Stop(0, "exceeded the slot memory cap (400 MB)"),
+        Preempt(1, "exceeded the slot memory cap (400 MB)"),
+    ]
+
+
+@given(
+    st.sampled_from(list(Level)),
+    st.lists(st.tuples(st.booleans(), st.booleans(), st.integers(0, CAP)), max_size=8),
+    st.booleans(),
+)
+def test_p0_is_never_shed_skipped_put_back_or_preempted_for_pressure(
+    level: Level, flags: list[tuple[bool, bool, int]], heartbeat: bool
+) -> None:
+    assert fate(level, P0, heartbeat) == Fate.RUN
+    jobs = [RunningJob(i, P0, heartbeat, pre, rest, growth) for i, (pre, rest, growth) in enumerate(flags)]
+    assert act_on_running(level, jobs, CAP) == []
