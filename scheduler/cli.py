@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import redis
 from loguru import logger
 
 from scheduler import logs
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SchedulerError as exc:
         print(f"adaptive-scheduler: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    except ConnectionError as exc:
+    except (ConnectionError, redis.ConnectionError, redis.TimeoutError) as exc:
         print(f"adaptive-scheduler: cannot reach Redis: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
@@ -57,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--timeout", type=int, help="job timeout in seconds")
     enqueue.set_defaults(handler=_enqueue)
 
+    shed = commands.add_parser("shed", help="jobs shed under memory pressure: list, replay")
+    shed_commands = shed.add_subparsers(required=True, metavar="ACTION")
+    shed_list = shed_commands.add_parser("list", help="list shed jobs, oldest first")
+    shed_list.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    shed_list.set_defaults(handler=_shed_list)
+    shed_replay = shed_commands.add_parser("replay", help="put shed jobs back in their queues")
+    shed_replay.add_argument("ids", nargs="*", help="job ids (see `shed list`)")
+    shed_replay.add_argument("--all", action="store_true", help="replay every shed job")
+    shed_replay.set_defaults(handler=_shed_replay)
+
     status = commands.add_parser("status", help="queue depths, slots and counts")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=_status)
@@ -74,6 +85,41 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
 
     url = resolve_redis_url(settings)
     print(enqueue(settings, url, args.task, args.args, args.kwargs, args.priority, args.timeout))
+    return EXIT_OK
+
+
+def _client(settings: Settings) -> redis.Redis:
+    from scheduler.producer import resolve_redis_url
+
+    return redis.Redis.from_url(resolve_redis_url(settings), socket_timeout=10)
+
+
+def _shed_list(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler.shed import list_shed
+
+    entries = list_shed(_client(settings))
+    if args.json:
+        print(json.dumps(entries, indent=2))
+    for entry in [] if args.json else entries:
+        print(f"{entry['id']}  {entry['queue']}  {entry['level']}  {entry['reason']}")
+    if not args.json and not entries:
+        print("no shed jobs")
+    return EXIT_OK
+
+
+def _shed_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler.shed import all_ids, replay
+
+    client = _client(settings)
+    if bool(args.ids) == bool(args.all):
+        raise UsageError("give job ids or --all (not both)")
+    wanted = all_ids(client) if args.all else args.ids
+    replayed = replay(client, wanted)
+    print(f"replayed {len(replayed)} of {len(wanted)} jobs")
+    missing = sorted(set(wanted) - set(replayed))
+    if missing:
+        print(f"not in the shed registry: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -27,9 +27,10 @@ from scheduler.errors import PayloadError
 from scheduler.events import Poller
 from scheduler.governor import Governor
 from scheduler.intake import Intake
-from scheduler.model import ClaimedJob, JobOptions, Outcome, Settlement
-from scheduler.payload import decode_call, decode_options
+from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Settlement
+from scheduler.payload import decode_call, decode_options, past_deadline
 from scheduler.policy import Fate, Preempt, RunningJob, Stop, act_on_running, admitted_queues, fate
+from scheduler.pressure import Level
 from scheduler.queue import LocalQueue
 from scheduler.slots import Running, Slot
 from scheduler.status import DaemonStatus, publish
@@ -99,7 +100,8 @@ class Daemon:
         gc.freeze()  # forked slots then share the daemon's heap instead of copying it on collection
         self.slots = [self._new_slot(i) for i in range(self.settings.slots)]
         for slot in self.slots:
-            slot.wait_ready()
+            if slot.wait_ready():
+                self.governor.monitor.track(slot.index, slot.pid)
         self.log.info("daemon ready: {} slots ({} mode)", len(self.slots), self.settings.slot_mode)
 
     def run(self) -> None:
@@ -275,6 +277,8 @@ class Daemon:
     def _govern(self, now_mono: float) -> None:
         """Read memory; preempt or stop running jobs as the level and the slot cap require."""
         self.governor.read(now_mono)
+        if self.governor.level >= Level.ELEVATED:
+            self._sweep_local(time.time())
         sample = self.governor.sample
         assert sample is not None
         jobs = [
@@ -410,7 +414,8 @@ class Daemon:
             self._reject(job, options, str(exc), now)
             return True
         task = tasks.lookup(call.func_path)
-        verdict = fate(self.governor.level, job.priority, bool(task and task.heartbeat))
+        late = past_deadline(job.fields, now)
+        verdict = fate(self.governor.level, job.priority, bool(task and task.heartbeat), late)
         if verdict is Fate.RUN:
             slot.give(Running(job, call, options, now_mono, now_mono + options.timeout_s, task), resume_state)
         elif verdict is Fate.WAIT:
@@ -419,6 +424,27 @@ class Daemon:
         else:
             self._park(job, verdict, now)
         return True
+
+    def _sweep_local(self, now: float) -> None:
+        """Apply the level to jobs waiting locally: skip or shed heartbeats, put back non-P0 at EMERGENCY."""
+        for job in self.local.drain():
+            call = self._peek_call(job)
+            task = tasks.lookup(call.func_path) if call else None
+            late = past_deadline(job.fields, now)
+            verdict = fate(self.governor.level, job.priority, bool(task and task.heartbeat), late)
+            if verdict in (Fate.RUN, Fate.WAIT):
+                self.local.push(job)
+            else:
+                self._park(job, verdict, now)
+
+    def _peek_call(self, job: ClaimedJob) -> Call | None:
+        """The job's call if its payload is fine (a bad payload is dealt with when it would start)."""
+        try:
+            return decode_call(
+                job.fields.get("data"), self.settings.serializer, self.settings.allowed_modules
+            )
+        except PayloadError:
+            return None
 
     def _park(self, job: ClaimedJob, verdict: Fate, now: float) -> None:
         """A job not run for memory pressure: skipped, shed (kept for replay), or put back in Redis."""
@@ -429,7 +455,8 @@ class Daemon:
             self._pending.append(outcomes.put_back(job))
             return
         outcome = Outcome.SKIPPED if verdict is Fate.SKIP else Outcome.SHED
-        reason = f"{outcome.value} under memory pressure {level} ({percent:.1f} %)"
+        why = "past its deadline, " if past_deadline(job.fields, now) else ""
+        reason = f"{outcome.value}: {why}under memory pressure {level} ({percent:.1f} %)"
         self._pending.append(outcomes.parked(job, outcome, reason, level, now))
         self.log.bind(job_id=job.id, priority=job.priority.name).warning("job {}: {}", job.id, reason)
 

@@ -34,6 +34,7 @@ FIELDS = (
     "rate_limit_key",
     "webhooks",
     "asched_checkpoint",
+    "meta",
 )
 UNSUPPORTED = {
     "success_callback_name": "on_success",
@@ -92,6 +93,22 @@ def decode_options(fields: Mapping[str, bytes | None], defaults: JobOptions) -> 
         )
     except (ValueError, TypeError) as exc:
         raise PayloadError(f"malformed RQ option: {exc}") from None
+
+
+def past_deadline(fields: Mapping[str, bytes | None], now: float) -> bool:
+    """True when the producer set `meta={"deadline": <unix s>}` and that time has passed.
+
+    Only JSON meta is read (a malformed or pickled meta has no deadline): this is a shedding hint,
+    never a reason to fail a job.
+    """
+    raw = fields.get("meta")
+    if not raw:
+        return False
+    try:
+        deadline = json.loads(raw).get("deadline")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return False
+    return isinstance(deadline, int | float) and deadline < now
 
 
 def retry_interval_s(options: JobOptions) -> int:

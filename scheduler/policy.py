@@ -6,7 +6,8 @@ which running ones are preempted. Values in, decisions out; the daemon applies t
 | NORMAL    | P0..P3     | runs                                    | run                                 |
 | ELEVATED  | P0..P3     | runs; heartbeats are skipped            | run                                 |
 | HIGH      | P0, P1     | P2/P3 wait; heartbeats are skipped      | resumable P2/P3 are preempted       |
-| EMERGENCY | P0         | goes back to Redis; heartbeats are shed | all but P0 stop                     |
+| EMERGENCY | P0         | back to Redis; shed if a heartbeat or   | all but P0 stop                     |
+|           |            | past its deadline                       |                                     |
 
 Resumable: the task is preemptible (checkpoints with the SDK) or restartable (may run again from
 the start). A job that is neither and must stop fails with the reason.
@@ -67,14 +68,14 @@ def admitted_queues(level: Level) -> int:
     return {Level.NORMAL: 4, Level.ELEVATED: 4, Level.HIGH: 2, Level.EMERGENCY: 1}[level]
 
 
-def fate(level: Level, priority: Priority, heartbeat: bool) -> Fate:
-    """What to do with a local job at `level`."""
+def fate(level: Level, priority: Priority, heartbeat: bool, past_deadline: bool = False) -> Fate:
+    """What to do with a local job at `level` (`past_deadline`: the producer's deadline has passed)."""
     if priority == Priority.P0:
         return Fate.RUN
-    if heartbeat and level >= Level.ELEVATED:
-        return Fate.SHED if level == Level.EMERGENCY else Fate.SKIP
     if level == Level.EMERGENCY:
-        return Fate.PUT_BACK
+        return Fate.SHED if heartbeat or past_deadline else Fate.PUT_BACK
+    if heartbeat and level >= Level.ELEVATED:
+        return Fate.SKIP
     if level == Level.HIGH and priority >= Priority.P2:
         return Fate.WAIT
     return Fate.RUN

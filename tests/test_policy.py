@@ -16,21 +16,24 @@ CAP = 400_000_000
 
 
 @pytest.mark.parametrize(
-    ("level", "priority", "heartbeat", "expected"),
+    ("level", "priority", "heartbeat", "expected", "past_deadline"),
     [
-        (N, P3, True, Fate.RUN),
-        (E, P3, True, Fate.SKIP),
-        (E, P3, False, Fate.RUN),
-        (H, P3, True, Fate.SKIP),
-        (H, P2, False, Fate.WAIT),
-        (H, P1, False, Fate.RUN),
-        (X, P3, True, Fate.SHED),
-        (X, P1, False, Fate.PUT_BACK),
-        (X, P0, True, Fate.RUN),
+        (N, P3, True, Fate.RUN, False),
+        (E, P3, True, Fate.SKIP, False),
+        (E, P3, False, Fate.RUN, False),
+        (H, P3, True, Fate.SKIP, False),
+        (H, P2, False, Fate.WAIT, False),
+        (H, P1, False, Fate.RUN, False),
+        (X, P3, True, Fate.SHED, False),
+        (X, P1, False, Fate.PUT_BACK, False),
+        (X, P2, False, Fate.SHED, True),
+        (X, P0, True, Fate.RUN, False),
     ],
 )
-def test_the_fate_of_a_local_job(level: Level, priority: Priority, heartbeat: bool, expected: Fate) -> None:
-    assert fate(level, priority, heartbeat) == expected
+def test_the_fate_of_a_local_job(
+    level: Level, priority: Priority, heartbeat: bool, expected: Fate, past_deadline: bool
+) -> None:
+    assert fate(level, priority, heartbeat, past_deadline) == expected
 
 
 @pytest.mark.parametrize(("level", "queues"), [(N, 4), (E, 4), (H, 2), (X, 1)])
@@ -69,10 +72,11 @@ def test_the_slot_cap_applies_at_any_level_even_to_p0() -> None:
     st.sampled_from(list(Level)),
     st.lists(st.tuples(st.booleans(), st.booleans(), st.integers(0, CAP)), max_size=8),
     st.booleans(),
+    st.booleans(),
 )
 def test_p0_is_never_shed_skipped_put_back_or_preempted_for_pressure(
-    level: Level, flags: list[tuple[bool, bool, int]], heartbeat: bool
+    level: Level, flags: list[tuple[bool, bool, int]], heartbeat: bool, past_deadline: bool
 ) -> None:
-    assert fate(level, P0, heartbeat) == Fate.RUN
+    assert fate(level, P0, heartbeat, past_deadline) == Fate.RUN
     jobs = [RunningJob(i, P0, heartbeat, pre, rest, growth) for i, (pre, rest, growth) in enumerate(flags)]
     assert act_on_running(level, jobs, CAP) == []
