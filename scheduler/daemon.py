@@ -77,7 +77,7 @@ class Daemon:
         self.slot_start_ms: deque[float] = deque(maxlen=1000)  # recent slot start-up times
         self.stop_requested = False
         self.force_stop = False
-        self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"dropped": 0}
+        self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"resumed": 0, "dropped": 0}
         self._waker = Waker(self.client, self.intake.queue_keys)
         self._pending: list[Settlement] = []
         self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
@@ -418,6 +418,8 @@ class Daemon:
         verdict = fate(self.governor.level, job.priority, bool(task and task.heartbeat), late)
         if verdict is Fate.RUN:
             slot.give(Running(job, call, options, now_mono, now_mono + options.timeout_s, task), resume_state)
+            if resume_state is not None:
+                self.counts["resumed"] += 1
         elif verdict is Fate.WAIT:
             self.local.push(job)
             return False

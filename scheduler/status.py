@@ -25,6 +25,18 @@ class SlotStatus:
     job_id: str | None
     task: str | None
     running_s: float | None
+    rss_mb: float | None = None
+    job_grew_mb: float | None = None  # RSS the running job added since the slot was ready
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStatus:
+    level: str
+    pressure_percent: float
+    used_mb: float
+    budget_mb: float
+    budget_source: str
+    daemon_rss_mb: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +47,7 @@ class DaemonStatus:
     local: dict[str, int]
     slots: list[SlotStatus]
     counts: dict[str, int]
+    memory: MemoryStatus | None = None
     at: float = 0.0
 
     @classmethod
@@ -43,6 +56,7 @@ class DaemonStatus:
         import time
 
         now_mono = time.monotonic()
+        sample = daemon.governor.sample
         slots = [
             SlotStatus(
                 slot.index,
@@ -50,13 +64,30 @@ class DaemonStatus:
                 slot.running.job.id if slot.running else None,
                 slot.running.call.func_path if slot.running else None,
                 round(now_mono - slot.running.started_mono, 3) if slot.running else None,
+                _mb(sample.slot_rss.get(slot.index)) if sample else None,
+                _mb(sample.slot_growth.get(slot.index)) if sample else None,
             )
             for slot in daemon.slots
         ]
+        memory = None
+        if sample is not None:
+            memory = MemoryStatus(
+                daemon.governor.level.name,
+                round(sample.percent, 1),
+                _mb(sample.used) or 0.0,
+                _mb(sample.budget) or 0.0,
+                sample.budget_source,
+                _mb(sample.daemon_rss) or 0.0,
+            )
         local = {priority.name: n for priority, n in daemon.local.counts().items()}
+        counts = dict(daemon.counts)
         return cls(
-            daemon.id, os.getpid(), daemon.settings.slot_mode, local, slots, dict(daemon.counts), time.time()
+            daemon.id, os.getpid(), daemon.settings.slot_mode, local, slots, counts, memory, time.time()
         )
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else round(value / 2**20, 1)
 
 
 def publish(client: redis.Redis, status: DaemonStatus, ttl_s: float) -> None:

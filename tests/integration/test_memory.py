@@ -33,6 +33,12 @@ def status(client: redis.Redis, job_id: str) -> JobStatus:
     return fetch(client, job_id).get_status()
 
 
+def daemon_status(client: redis.Redis) -> dict | None:
+    """The status the (single) live daemon published, as `status --json` shows it."""
+    names = list(client.scan_iter(match="asched:status:*"))
+    return json.loads(client.get(names[0])) if names else None
+
+
 def field(client: redis.Redis, job_id: str, name: str) -> str | None:
     value = client.hget(f"rq:job:{job_id}", name)
     return value.decode() if value is not None else None
@@ -78,6 +84,8 @@ def test_a_p3_job_is_preempted_at_85_percent_and_resumes_to_the_right_result(
         wait_until(lambda: status(client, hog.id) == JobStatus.FINISHED, timeout_s=15)
         wait_until(lambda: status(client, long_sum.id) == JobStatus.FINISHED, timeout_s=30)
         assert "preempted (checkpointed)" in daemon.output()
+        shown = wait_until(lambda: (d := daemon_status(client)) and d["counts"]["resumed"] == 1 and d)
+        assert shown["counts"]["preempted"] == 1 and shown["memory"]["budget_source"] == "settings"
     result = fetch(client, long_sum.id).return_value()
     assert result == {"total": n * (n - 1) // 2, "runs": 2}
 
