@@ -43,11 +43,20 @@ def live_daemons(client: redis.Redis) -> int:
 class DaemonProcess:
     """`python -m scheduler run` as a real child process against the test Redis."""
 
-    def __init__(self, redis_url: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        cgroup_procs: Path | None = None,
+    ) -> None:
         full_env = {**os.environ, "ASCHED_REDIS_URL": redis_url, "ASCHED_LOG_LEVEL": "DEBUG", **(env or {})}
         self.log = tempfile.NamedTemporaryFile(prefix="asched-daemon-", suffix=".log")  # noqa: SIM115
+        command = [sys.executable, "-m", "scheduler", "run", *args]
+        if cgroup_procs is not None:  # join the cgroup first, then become the daemon
+            command = ["sh", "-c", f'echo $$ > {cgroup_procs} && exec "$0" "$@"', *command]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "scheduler", "run", *args],
+            command,
             cwd=ROOT,
             env=full_env,
             stdout=self.log,
