@@ -23,60 +23,35 @@ import time
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import redis
 from rq import Queue
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from bench import peer_jobs
-from bench.peers import PEERS, PeerResult, PeerSpec, format_table, measure_peer
+from bench.peers import PEERS, PeerResult, PeerSpec, RqDriver, format_table, measure_peer
 from scheduler.redis_server import RedisServer
-
-if TYPE_CHECKING:
-    from redis.client import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 QUEUE = "p1"
 
 
-class SchedulerDriver:
-    """Our daemon as one `python -m scheduler run` process (plus its forkserver and two slots)."""
+class SchedulerDriver(RqDriver):
+    """Our daemon as one `python -m scheduler run` process and its two slots, fed like RQ (JSON)."""
 
     def __init__(self, r: redis.Redis, redis_url: str, mode: str) -> None:
-        self.r, self.url, self.mode = r, redis_url, mode
+        super().__init__(r, redis_url, None)
         self.queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
         self.finished_key = FinishedJobRegistry(QUEUE, connection=r).key
         self.system = f"adaptive-scheduler {mode} x2"
         self.idle_procs = 3  # the daemon and its two slots
-        self.target = 0
 
     def commands(self) -> list[list[str]]:
         return [[sys.executable, "-m", "scheduler", "run"]]
 
     def registered(self) -> bool:
         return bool(list(self.r.scan_iter(match="asched:status:*")))
-
-    def send_probe(self, enqueued_at: float) -> None:
-        self.queue.enqueue(peer_jobs.probe, enqueued_at)
-
-    def enqueue_noops(self, n: int) -> None:
-        self.target = int(self.r.zcard(self.finished_key)) + n
-        for start in range(0, n, 500):
-            batch = [self.queue.prepare_data(peer_jobs.noop) for _ in range(min(500, n - start))]
-            self.queue.enqueue_many(batch)
-
-    def queue_drain_check(self, pipe: Pipeline) -> None:
-        pipe.llen(self.queue.key)
-        pipe.zcard(self.finished_key)
-
-    def drained(self, replies: list[int]) -> bool:
-        return replies[0] == 0 and replies[1] >= self.target
-
-    def close(self) -> None:
-        """Nothing to release: the queue uses the harness's client."""
 
 
 def our_spec(mode: str, redis_url: str) -> PeerSpec:

@@ -56,9 +56,8 @@ class Intake:
         ] + [keys.SHED, keys.SKIPPED]
         self._timeouts = [int(settings.default_job_timeout_s), int(settings.lease_ttl_s + LEASE_SLACK_S)]
         self._exchange = ScriptLine(client, _source("exchange"))
-        self._recover = client.register_script(_source("recover"))
+        self._reclaim = client.register_script(_source("reclaim"))
         self._promote = client.register_script(_source("promote"))
-        self._reconcile = client.register_script(_source("reconcile"))
 
     def announce(self) -> None:
         """Take (or renew) this daemon's lease and register the queues with RQ (`rq info` lists them)."""
@@ -113,16 +112,14 @@ class Intake:
 
     def recover(self) -> list[str]:
         """Put back the claims of daemons whose lease expired; returns the recovered job ids."""
-        recovered = self._recover(
-            keys=self.queue_keys + self._started_keys + [keys.DAEMONS], args=[keys.daemon_lease("")]
-        )
-        return [raw.decode() for raw in recovered]
+        return self._reclaim_where(["dead", keys.daemon_lease("")])
 
     def reconcile(self, held_executions: list[str]) -> list[str]:
         """Put back this daemon's claims it does not hold (a reply lost with a dropped connection)."""
-        recovered = self._reconcile(
-            keys=self.queue_keys + self._started_keys, args=[f"{self.daemon_id}.", *held_executions]
-        )
+        return self._reclaim_where(["mine", self.daemon_id, *held_executions])
+
+    def _reclaim_where(self, args: list[str]) -> list[str]:
+        recovered = self._reclaim(keys=self.queue_keys + self._started_keys + [keys.DAEMONS], args=args)
         return [raw.decode() for raw in recovered]
 
     def promote_scheduled(self, now: float) -> int:
