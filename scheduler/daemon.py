@@ -25,7 +25,7 @@ import tasks  # registers the built-in tasks: the allowlist
 from scheduler import checkpoint, outcomes
 from scheduler.errors import PayloadError
 from scheduler.events import Poller
-from scheduler.governor import Governor
+from scheduler.governor import Governor, release_daemon_memory
 from scheduler.intake import Intake
 from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Settlement
 from scheduler.payload import decode_call, decode_options, past_deadline
@@ -97,6 +97,7 @@ class Daemon:
         self._recover()
         for module in self.settings.allowed_modules:
             importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
+        release_daemon_memory()  # collect and trim first: fewer pages to share, none of them garbage
         gc.freeze()  # forked slots then share the daemon's heap instead of copying it on collection
         self.slots = [self._new_slot(i) for i in range(self.settings.slots)]
         for slot in self.slots:
