@@ -415,7 +415,7 @@ class Daemon:
             self._reject(job, options, str(exc), now)
             return True
         task = tasks.lookup(call.func_path)
-        late = past_deadline(job.fields, now)
+        late = self.governor.level == Level.EMERGENCY and past_deadline(job.fields, now)  # only used there
         verdict = fate(self.governor.level, job.priority, bool(task and task.heartbeat), late)
         if verdict is Fate.RUN:
             slot.give(Running(job, call, options, now_mono, now_mono + options.timeout_s, task), resume_state)

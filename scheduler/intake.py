@@ -55,7 +55,8 @@ class Intake:
             )
         ] + [keys.SHED, keys.SKIPPED]
         self._timeouts = [int(settings.default_job_timeout_s), int(settings.lease_ttl_s + LEASE_SLACK_S)]
-        self._exchange = ScriptLine(client, _source("exchange"))
+        fields = ", ".join(f"'{name}'" for name in FIELDS[1:])
+        self._exchange = ScriptLine(client, _source("exchange").replace("__FIELDS__", fields))
         self._reclaim = client.register_script(_source("reclaim"))
         self._promote = client.register_script(_source("promote"))
 
@@ -99,7 +100,6 @@ class Intake:
         for item in settlements:
             args.extend(_settle_args(item))
         args.append(queues)
-        args.extend(FIELDS[1:])
         return self._exchange.send(self._exchange_keys, args)
 
     def receive_exchange(self) -> Claim:

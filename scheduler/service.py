@@ -20,6 +20,9 @@ from scheduler.redis_server import RedisServer
 from settings import Settings
 
 
+EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: systemd's Restart=on-failure brings the daemon back
+
+
 def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> int:
     """Run one daemon in the foreground; returns the process exit code."""
     embedded = None
@@ -38,6 +41,9 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
             enqueue_demo(daemon.client, settings)
         try:
             _loop(daemon, until_idle)
+        except Exception:  # a bug escaped a tick: say so loudly, stop cleanly, exit for a restart
+            logger.opt(exception=True).critical("the daemon loop failed; stopping (exit code 70)")
+            return EXIT_SOFTWARE
         finally:
             daemon.shutdown()
     finally:

@@ -17,8 +17,9 @@
 --   forever), payload (base64 return value or base64 zlib exception text), exc_info (zlib text),
 --   extra: for retry "<retries left>:<unix s to run at, 0 = now>:<1 at front|0>"; for preempted the
 --   checkpoint to resume from ("" for none); for skipped and shed the pressure level;
---   then how many queues the claim may take from (4: all; 1: P0 only, under memory pressure);
---   then the job-hash fields to return for each claimed job.
+--   then how many queues the claim may take from (4: all; 1: P0 only, under memory pressure).
+-- The job-hash fields returned for each claimed job are written into this source when it is loaded
+-- (the `fields` table below; see scheduler.payload.FIELDS), so they are not sent with every call.
 -- Returns {ids of settled jobs whose dependents wait, flat claim list, emptied}; the claim list holds,
 --   per job: priority index, job id, execution id ("" when the job hash is gone: RQ drops such ids
 --   too), the job's timeout, then one value per requested field. `emptied` has one character per
@@ -28,7 +29,6 @@ local STRIDE = 12
 local PER = 6
 local FIRST = 10
 local settled = tonumber(ARGV[9])
-local fields_from = FIRST + settled * STRIDE + 1
 
 local zadds, zrems = {}, {}
 local function push(bucket, key, a, b)
@@ -126,8 +126,7 @@ end
 local n = tonumber(ARGV[4])
 local counter = tonumber(ARGV[6])
 local default_timeout, slack = tonumber(ARGV[7]), tonumber(ARGV[8])
-local fields = {}
-for i = fields_from, #ARGV do fields[#fields + 1] = ARGV[i] end
+local fields = {__FIELDS__}
 local claimed = {}
 local emptied = {'0', '0', '0', '0'}
 for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
