@@ -19,7 +19,6 @@ from scheduler.daemon import Daemon
 from scheduler.redis_server import RedisServer
 from settings import Settings
 
-
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: systemd's Restart=on-failure brings the daemon back
 
 
