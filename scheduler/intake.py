@@ -184,17 +184,16 @@ def _settle_args(item: Settlement) -> list[str | int | float | bytes]:
     elif item.reason:
         exc_info = zlib.compress(item.reason.encode("utf-8", "replace"))
         payload = base64.b64encode(exc_info)
-    return [
-        item.outcome.value,
-        job.id,
-        int(job.priority),
-        job.execution_id,
-        rq_timestamp(item.started_at) if item.started_at else "",
-        rq_timestamp(item.ended_at) if item.ended_at else "",
-        item.started_at,
-        item.ended_at,
-        ttl,
-        payload,
-        exc_info,
-        item.extra,
-    ]
+    packed = "\x1f".join(
+        (
+            item.outcome.value,
+            str(int(job.priority)),
+            job.execution_id,
+            rq_timestamp(item.started_at) if item.started_at else "",
+            rq_timestamp(item.ended_at) if item.ended_at else "",
+            repr(item.started_at),
+            repr(item.ended_at),
+            str(ttl),
+        )
+    )
+    return [packed, job.id, payload, exc_info, item.extra]
