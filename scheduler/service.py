@@ -34,12 +34,13 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
         daemon = Daemon(settings, url)
         _install_signal_handlers(daemon)
         daemon.startup()
+        demo_ids = []
         if demo:
             from scheduler.demo import enqueue_demo
 
-            enqueue_demo(daemon.client, settings)
+            demo_ids = enqueue_demo(daemon.client, settings)
         try:
-            _loop(daemon, until_idle)
+            _loop(daemon, until_idle, demo_ids)
         except Exception:  # a bug escaped a tick: say so loudly, stop cleanly, exit for a restart
             logger.opt(exception=True).critical("the daemon loop failed; stopping (exit code 70)")
             return EXIT_SOFTWARE
@@ -72,10 +73,12 @@ def _tick(daemon: Daemon, outage: list[int]) -> bool:
     return done
 
 
-def _loop(daemon: Daemon, until_idle: bool) -> None:
+def _loop(daemon: Daemon, until_idle: bool, demo_ids: list[str]) -> None:
     stop_deadline: float | None = None
     outage = [0]
     while not _tick(daemon, outage):
+        if demo_ids and daemon.is_idle():
+            demo_ids = _report_demo(daemon, demo_ids)
         if until_idle and not daemon.stop_requested and daemon.is_idle():
             logger.info("all queues are empty: stopping (--until-idle)")
             daemon.request_stop()
@@ -84,6 +87,17 @@ def _loop(daemon: Daemon, until_idle: bool) -> None:
         if stop_deadline is not None and time.monotonic() > stop_deadline and not daemon.force_stop:
             logger.warning("jobs still running after {} s: putting them back", daemon.settings.stop_timeout_s)
             daemon.request_stop()
+
+
+def _report_demo(daemon: Daemon, ids: list[str]) -> list[str]:
+    """Log the demo's results once all its jobs have ended; returns the ids still to report."""
+    from scheduler.demo import report
+
+    table = report(daemon.client, ids)
+    if table is None:
+        return ids
+    logger.info("{}\n(keep enqueueing: `adaptive-scheduler enqueue add '[1, 2]'`; Ctrl-C stops)", table)
+    return []
 
 
 def _install_signal_handlers(daemon: Daemon) -> None:

@@ -76,6 +76,10 @@ def test_run_without_redis_url_runs_the_demo_on_an_embedded_redis(tmp_path: Path
     assert demo.returncode == 0, demo.stderr
     assert "started embedded redis-server" in demo.stderr
     assert "'finished': 7, 'failed': 3" in demo.stderr
+    table = demo.stderr.split("demo results", 1)[1]
+    assert table.index("p0  finished  tasks.builtin.add") < table.index(
+        "p3  finished  tasks.builtin.heartbeat"
+    )
     # And a status query with no daemon running says how to start one
     status = cli("status", env=env)
     assert status.returncode == 2 and "start the daemon" in status.stderr
