@@ -15,7 +15,6 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 
 import redis
@@ -32,6 +31,7 @@ from scheduler.payload import decode_call, decode_options, past_deadline
 from scheduler.policy import Fate, Preempt, RunningJob, Stop, act_on_running, admitted_queues, fate
 from scheduler.pressure import Level
 from scheduler.queue import LocalQueue
+from scheduler.slotpool import SlotPool, log_failure
 from scheduler.slots import Running, Slot
 from scheduler.status import DaemonStatus, publish
 from scheduler.waker import Waker
@@ -73,8 +73,6 @@ class Daemon:
             settings.default_job_timeout_s, settings.default_result_ttl_s, settings.default_failure_ttl_s
         )
         self.governor = Governor(settings)
-        self.slots: list[Slot] = []
-        self.slot_start_ms: deque[float] = deque(maxlen=1000)  # recent slot start-up times
         self.stop_requested = False
         self.force_stop = False
         self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"resumed": 0, "dropped": 0}
@@ -86,6 +84,7 @@ class Daemon:
         self._in_flight: InFlight | None = None
         self._next_housekeeping = 0.0
         self._poller = Poller()
+        self.pool = SlotPool(settings, self._poller, self.governor.monitor, self._settle_later)
         self.log = logger.bind(daemon=self.id)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -99,11 +98,8 @@ class Daemon:
             importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
         release_daemon_memory()  # collect and trim first: fewer pages to share, none of them garbage
         gc.freeze()  # forked slots then share the daemon's heap instead of copying it on collection
-        self.slots = [self._new_slot(i) for i in range(self.settings.slots)]
-        for slot in self.slots:
-            if slot.wait_ready():
-                self.governor.monitor.track(slot.index, slot.pid)
-        self.log.info("daemon ready: {} slots ({} mode)", len(self.slots), self.settings.slot_mode)
+        self.pool.start()
+        self.log.info("daemon ready: {} slots ({} mode)", len(self.pool.slots), self.settings.slot_mode)
 
     def run(self) -> None:
         """Serve until `request_stop()`; the caller handles signals."""
@@ -121,7 +117,7 @@ class Daemon:
 
     def is_idle(self) -> bool:
         """Nothing running, nothing held locally, nothing waiting in Redis (as far as it can tell)."""
-        if any(slot.busy for slot in self.slots) or len(self.local) or self._pending or self._in_flight:
+        if any(slot.busy for slot in self.pool.slots) or len(self.local) or self._pending or self._in_flight:
             return False
         try:
             return sum(self.intake.depths()) == 0
@@ -134,23 +130,19 @@ class Daemon:
         now, now_mono = time.time(), time.monotonic()
         if self.governor.due(now_mono):
             self._govern(now_mono)
-        self._reap_timeouts(now_mono)
+        self.pool.reap_timeouts(now_mono)
         self._exchange(now)
         if now >= self._next_housekeeping:
             self._housekeeping(now)
-        return self.stop_requested and (self.force_stop or not any(slot.busy for slot in self.slots))
+        return self.stop_requested and (self.force_stop or not any(slot.busy for slot in self.pool.slots))
 
     def shutdown(self) -> None:
         """Put back what did not run, stop slots and waker, release the lease."""
         with contextlib.suppress(redis.RedisError):
             self._finish_in_flight()
         unrun = [outcomes.put_back(job) for job in reversed(self.local.drain())]
-        for slot in self.slots:
-            if slot.running is not None:
-                unrun.append(outcomes.put_back(slot.running.job))  # last pushed = first in its queue
-                slot.kill()
-            else:
-                slot.stop()
+        # the running jobs are pushed last, so they end up first in their queues
+        unrun += [outcomes.put_back(running.job) for running in self.pool.stop_all()]
         batch, self._pending = [*self._pending, *unrun], []
         self._waker.close()
         try:
@@ -165,8 +157,8 @@ class Daemon:
                 exc,
             )
         self.log.info("daemon stopped: {}", self.counts)
-        if self.slot_start_ms:
-            starts = sorted(self.slot_start_ms)
+        if self.pool.start_ms:
+            starts = sorted(self.pool.start_ms)
             self.log.info(
                 "slot start-up over the last {} starts: p50 {:.1f} ms, p99 {:.1f} ms",
                 len(starts),
@@ -175,27 +167,6 @@ class Daemon:
             )
 
     # --- events ----------------------------------------------------------------------------------
-
-    def _on_message(self, slot: Slot) -> None:
-        try:
-            message = slot.receive()
-        except (EOFError, OSError):
-            return  # the slot died; its pidfd says so and `_on_exit` settles the job
-        if message is None:
-            self.governor.monitor.track(slot.index, slot.pid)  # ready: its RSS now is its base
-        elif message[0] == "checkpoint":
-            if slot.running is not None and slot.running.job.id == message[1]:
-                slot.running.checkpoint = checkpoint.encode(message[2])
-        else:
-            self._on_outcome(slot, message)
-
-    def _on_exit(self, slot: Slot) -> None:
-        if not slot.exited():
-            return
-        if slot.conn.poll(0):
-            self._on_message(slot)  # it sent its outcome before it ended
-        if self.slots[slot.index] is slot:
-            self._replace(slot)
 
     def _on_arrival(self, index: int, fd: int) -> None:
         self._poller.remove(fd)
@@ -206,72 +177,6 @@ class Daemon:
         fd = self._waker.arm(index)
         if fd is not None:
             self._poller.add(fd, lambda: self._on_arrival(index, fd))
-
-    def _on_outcome(self, slot: Slot, message: tuple[object, ...]) -> None:
-        job_id, kind, payload, started, ended = message
-        running = slot.running
-        if running is None or running.job.id != job_id:
-            self.log.warning("slot {} reported an outcome for job {} it was not running", slot.index, job_id)
-            return
-        slot.running = None
-        if kind == "ok":
-            settlement = outcomes.finished(running.job, running.options, payload, started, ended)  # type: ignore[arg-type]
-        elif kind == "preempted":
-            settlement = outcomes.preempted(running.job, running.checkpoint, started, ended)  # type: ignore[arg-type]
-            self._log_preempted(running, "checkpointed")
-        else:
-            settlement = outcomes.failed(running.job, running.options, str(payload), started, ended)  # type: ignore[arg-type]
-            self._log_failure(settlement)
-        self._pending.append(settlement)
-        if self.settings.slot_mode == "fresh" or kind == "preempted":
-            self._replace(slot)  # a preempted slot is recycled so its memory really goes back
-
-    def _replace(self, slot: Slot) -> None:
-        """Settle the job of a slot that died (or finished its one job) and start a new slot."""
-        running, slot.running = slot.running, None
-        if running is not None:
-            reason = f"{running.call.func_path}: {slot.death_reason()}"
-            now = time.time()
-            settlement = outcomes.failed(running.job, running.options, reason, now, now)
-            self._log_failure(settlement)
-            self._pending.append(settlement)
-            self.log.warning("slot {} (pid {}) replaced: {}", slot.index, slot.pid, slot.death_reason())
-        self._swap(slot)
-
-    def _reap_timeouts(self, now_mono: float) -> None:
-        for slot in self.slots:
-            running = slot.running
-            if running is not None and running.preempt_deadline and now_mono > running.preempt_deadline:
-                self._stop_running(slot, running.preempt_reason + "; no checkpoint within the grace period")
-            elif running is not None and now_mono > running.deadline_mono:
-                slot.running = None
-                self._swap(slot)
-                reason = f"job exceeded its timeout of {running.options.timeout_s:g} s and was stopped"
-                now = time.time()
-                started = now - (now_mono - running.started_mono)
-                settlement = outcomes.failed(running.job, running.options, reason, started, now)
-                self._log_failure(settlement)
-                self._pending.append(settlement)
-
-    def _stop_running(self, slot: Slot, reason: str) -> None:
-        """Kill a slot's job for memory: it resumes (checkpoint, or anew if restartable), or it fails."""
-        running, slot.running = slot.running, None
-        assert running is not None
-        self._swap(slot)
-        now = time.time()
-        started = now - (time.monotonic() - running.started_mono)
-        task = running.task
-        if running.checkpoint or (task is not None and task.restartable):
-            self._pending.append(outcomes.preempted(running.job, running.checkpoint, started, now))
-            self._log_preempted(
-                running,
-                "killed, resumes " + ("from its checkpoint" if running.checkpoint else "from the start"),
-            )
-        else:
-            reason = f"stopped: {reason}; it saved no checkpoint and is not restartable"
-            settlement = outcomes.failed(running.job, running.options, reason, started, now)
-            self._log_failure(settlement)
-            self._pending.append(settlement)
 
     # --- memory governor -------------------------------------------------------------------------
 
@@ -291,11 +196,11 @@ class Daemon:
                 bool(slot.running.task and slot.running.task.restartable),
                 sample.slot_growth.get(slot.index, 0),
             )
-            for slot in self.slots
+            for slot in self.pool.slots
             if slot.running is not None and slot.running.preempt_deadline is None
         ]
         for action in act_on_running(self.governor.level, jobs, int(self.settings.slot_memory_cap)):
-            slot = self.slots[action.slot]
+            slot = self.pool.slots[action.slot]
             match action:
                 case Preempt(reason=reason):
                     slot.ask_to_yield(self.settings.preempt_grace_s, reason, now_mono)
@@ -303,7 +208,7 @@ class Daemon:
                         "preempting slot {}: {} (pressure {:.1f} %)", slot.index, reason, sample.percent
                     )
                 case Stop(reason=reason):
-                    self._stop_running(slot, reason)
+                    self.pool.stop_for_memory(slot, reason)
 
     # --- claim and dispatch ----------------------------------------------------------------------
 
@@ -325,7 +230,7 @@ class Daemon:
         """How many jobs a claim may take now: local room plus one per free slot."""
         if self.stop_requested:
             return 0
-        return self.local.room + sum(1 for slot in self.slots if not slot.busy and slot.ready)
+        return self.local.room + sum(1 for slot in self.pool.slots if not slot.busy and slot.ready)
 
     def _send_exchange(self, now: float) -> None:
         want = self._claimable()
@@ -377,7 +282,7 @@ class Daemon:
     def _exchange_due(self, now_mono: float) -> bool:
         """Whether to call Redis now: a full or aged batch to settle, room to fill, an urgent arrival."""
         if self._pending and (
-            len(self._pending) >= len(self.slots) or now_mono - self._pending[0].noted_mono >= FLUSH_S
+            len(self._pending) >= len(self.pool.slots) or now_mono - self._pending[0].noted_mono >= FLUSH_S
         ):
             return True
         if self.stop_requested:
@@ -386,14 +291,14 @@ class Daemon:
             return True
         if len(self._empty - self._arrived) == len(self.intake.queue_keys):
             return False  # every queue was empty at the last claim, and none got a job since
-        hungry = any(not slot.busy and slot.ready for slot in self.slots) and not len(self.local)
+        hungry = any(not slot.busy and slot.ready for slot in self.pool.slots) and not len(self.local)
         return hungry or self.local.room >= REFILL_AT
 
     def _feed_slots(self, now: float, now_mono: float) -> None:
         """Hand the most urgent local jobs to idle slots, as memory pressure allows (none once stopping)."""
         if self.stop_requested:
             return
-        for slot in self.slots:
+        for slot in self.pool.slots:
             while not slot.busy and slot.ready and len(self.local):
                 if not self._start(slot, now, now_mono):
                     return
@@ -465,7 +370,11 @@ class Daemon:
 
     def _reject(self, job: ClaimedJob, options: JobOptions, reason: str, now: float) -> None:
         settlement = outcomes.rejected(job, options, reason, now)
-        self._log_failure(settlement)
+        log_failure(settlement)
+        self._pending.append(settlement)
+
+    def _settle_later(self, settlement: Settlement) -> None:
+        """Queue an outcome for the next exchange (the list object is swapped at each one)."""
         self._pending.append(settlement)
 
     def _count(self, batch: list[Settlement]) -> None:
@@ -485,7 +394,7 @@ class Daemon:
 
     def _reconcile(self) -> None:
         held = [job.execution_id for job in self.local]
-        held += [slot.running.job.execution_id for slot in self.slots if slot.running is not None]
+        held += [slot.running.job.execution_id for slot in self.pool.slots if slot.running is not None]
         recovered = self.intake.reconcile(held)
         self._unsure = False
         if recovered:
@@ -502,33 +411,6 @@ class Daemon:
             self.log.warning(
                 "dropped {} queued ids whose job hash is gone (expired ttl or deleted)", len(missing)
             )
-
-    def _new_slot(self, index: int) -> Slot:
-        slot = Slot(index, self.settings.serializer, one_job=self.settings.slot_mode == "fresh")
-        message_fd, exit_fd = slot.fds
-        self._poller.add(message_fd, lambda: self._on_message(slot))
-        self._poller.add(exit_fd, lambda: self._on_exit(slot))
-        return slot
-
-    def _swap(self, slot: Slot) -> None:
-        """Retire `slot` (stop polling it, kill it) and put a new one in its place."""
-        if slot.start_ms is not None:
-            self.slot_start_ms.append(slot.start_ms)
-        for fd in slot.fds:
-            self._poller.remove(fd)
-        slot.kill()
-        self.slots[slot.index] = self._new_slot(slot.index)
-
-    def _log_preempted(self, running: Running, how: str) -> None:
-        self.log.bind(job_id=running.job.id, priority=running.job.priority.name).warning(
-            "job {} preempted ({}): {}", running.job.id, how, running.preempt_reason or "slot recycled"
-        )
-
-    def _log_failure(self, settlement: Settlement) -> None:
-        last_line = settlement.reason.strip().splitlines()[-1] if settlement.reason.strip() else ""
-        self.log.bind(job_id=settlement.job.id, priority=settlement.job.priority.name).warning(
-            "job {} {}: {}", settlement.job.id, settlement.outcome.value, last_line[:300]
-        )
 
     def _status(self) -> DaemonStatus:
         return DaemonStatus.of(self)

@@ -67,7 +67,7 @@ class DaemonStatus:
                 _mb(sample.slot_rss.get(slot.index)) if sample else None,
                 _mb(sample.slot_growth.get(slot.index)) if sample else None,
             )
-            for slot in daemon.slots
+            for slot in daemon.pool.slots
         ]
         memory = None
         if sample is not None:

@@ -1,0 +1,178 @@
+"""The daemon's slots as a pool: start them, read what they say, and turn every way a job can end in a
+slot into a `Settlement` (finished, failed, preempted), replacing slots that died, overran or were
+recycled. The pool does no Redis I/O: it hands settlements to `settle`, and the daemon batches them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from loguru import logger
+
+from scheduler import checkpoint, outcomes
+from scheduler.events import Poller
+from scheduler.model import Settlement
+from scheduler.monitor import Monitor
+from scheduler.slots import Running, Slot
+from settings import Settings
+
+
+class SlotPool:
+    """`settings.slots` slot processes, polled through the daemon's `Poller`."""
+
+    def __init__(
+        self, settings: Settings, poller: Poller, monitor: Monitor, settle: Callable[[Settlement], None]
+    ) -> None:
+        self.settings = settings
+        self.slots: list[Slot] = []
+        self.start_ms: deque[float] = deque(maxlen=1000)  # recent slot start-up times (fork to ready)
+        self._poller = poller
+        self._monitor = monitor
+        self._settle = settle
+        self.log = logger
+
+    def start(self) -> None:
+        """Fork every slot and wait until each is ready."""
+        self.slots = [self._new_slot(i) for i in range(self.settings.slots)]
+        for slot in self.slots:
+            if slot.wait_ready():
+                self._monitor.track(slot.index, slot.pid)
+
+    def free(self) -> list[Slot]:
+        """Slots that are ready and have no job."""
+        return [slot for slot in self.slots if not slot.busy and slot.ready]
+
+    def busy(self) -> bool:
+        return any(slot.busy for slot in self.slots)
+
+    def running(self) -> list[Running]:
+        return [slot.running for slot in self.slots if slot.running is not None]
+
+    def stop_all(self) -> list[Running]:
+        """Kill busy slots and stop idle ones; returns the jobs that were running (to put back)."""
+        unfinished = []
+        for slot in self.slots:
+            if slot.running is not None:
+                unfinished.append(slot.running)
+                slot.kill()
+            else:
+                slot.stop()
+        return unfinished
+
+    def reap_timeouts(self, now_mono: float) -> None:
+        """Stop jobs past their timeout, and preempted jobs past their grace period."""
+        for slot in self.slots:
+            running = slot.running
+            if running is not None and running.preempt_deadline and now_mono > running.preempt_deadline:
+                self.stop_for_memory(slot, running.preempt_reason + "; no checkpoint within the grace period")
+            elif running is not None and now_mono > running.deadline_mono:
+                slot.running = None
+                self._swap(slot)
+                reason = f"job exceeded its timeout of {running.options.timeout_s:g} s and was stopped"
+                now = time.time()
+                self._fail(running, reason, now - (now_mono - running.started_mono), now)
+
+    def stop_for_memory(self, slot: Slot, reason: str) -> None:
+        """Kill a slot's job for memory: it resumes (checkpoint, or anew if restartable), or it fails."""
+        running, slot.running = slot.running, None
+        assert running is not None
+        self._swap(slot)
+        now = time.time()
+        started = now - (time.monotonic() - running.started_mono)
+        task = running.task
+        if running.checkpoint or (task is not None and task.restartable):
+            self._settle(outcomes.preempted(running.job, running.checkpoint, started, now))
+            resumes = "from its checkpoint" if running.checkpoint else "from the start"
+            self._log_preempted(running, f"killed, resumes {resumes}")
+        else:
+            reason = f"stopped: {reason}; it saved no checkpoint and is not restartable"
+            self._fail(running, reason, started, now)
+
+    # --- what slots say --------------------------------------------------------------------------
+
+    def _on_message(self, slot: Slot) -> None:
+        try:
+            message = slot.receive()
+        except (EOFError, OSError):
+            return  # the slot died; its pidfd says so and `_on_exit` settles the job
+        if message is None:
+            self._monitor.track(slot.index, slot.pid)  # ready: its RSS now is its base
+        elif message[0] == "checkpoint":
+            if slot.running is not None and slot.running.job.id == message[1]:
+                slot.running.checkpoint = checkpoint.encode(message[2])
+        else:
+            self._on_outcome(slot, message)
+
+    def _on_exit(self, slot: Slot) -> None:
+        if not slot.exited():
+            return
+        if slot.conn.poll(0):
+            self._on_message(slot)  # it sent its outcome before it ended
+        if self.slots[slot.index] is slot:
+            self._replace(slot)
+
+    def _on_outcome(self, slot: Slot, message: tuple[object, ...]) -> None:
+        job_id, kind, payload, started, ended = message
+        running = slot.running
+        if running is None or running.job.id != job_id:
+            self.log.warning("slot {} reported an outcome for job {} it was not running", slot.index, job_id)
+            return
+        slot.running = None
+        if kind == "ok":
+            self._settle(outcomes.finished(running.job, running.options, payload, started, ended))  # type: ignore[arg-type]
+        elif kind == "preempted":
+            self._settle(outcomes.preempted(running.job, running.checkpoint, started, ended))  # type: ignore[arg-type]
+            self._log_preempted(running, "checkpointed")
+        else:
+            self._fail(running, str(payload), started, ended)  # type: ignore[arg-type]
+        if self.settings.slot_mode == "fresh" or kind == "preempted":
+            self._replace(slot)  # a preempted slot is recycled so its memory really goes back
+
+    def _replace(self, slot: Slot) -> None:
+        """Settle the job of a slot that died (or finished its one job) and start a new slot."""
+        running, slot.running = slot.running, None
+        if running is not None:
+            now = time.time()
+            self._fail(running, f"{running.call.func_path}: {slot.death_reason()}", now, now)
+            self.log.warning("slot {} (pid {}) replaced: {}", slot.index, slot.pid, slot.death_reason())
+        self._swap(slot)
+
+    # --- slot processes --------------------------------------------------------------------------
+
+    def _new_slot(self, index: int) -> Slot:
+        slot = Slot(index, self.settings.serializer, one_job=self.settings.slot_mode == "fresh")
+        message_fd, exit_fd = slot.fds
+        self._poller.add(message_fd, lambda: self._on_message(slot))
+        self._poller.add(exit_fd, lambda: self._on_exit(slot))
+        return slot
+
+    def _swap(self, slot: Slot) -> None:
+        """Retire `slot` (stop polling it, kill it) and put a new one in its place."""
+        if slot.start_ms is not None:
+            self.start_ms.append(slot.start_ms)
+        for fd in slot.fds:
+            self._poller.remove(fd)
+        slot.kill()
+        self.slots[slot.index] = self._new_slot(slot.index)
+
+    # --- outcomes --------------------------------------------------------------------------------
+
+    def _fail(self, running: Running, reason: str, started: float, ended: float) -> None:
+        settlement = outcomes.failed(running.job, running.options, reason, started, ended)
+        log_failure(settlement)
+        self._settle(settlement)
+
+    def _log_preempted(self, running: Running, how: str) -> None:
+        self.log.bind(job_id=running.job.id, priority=running.job.priority.name).warning(
+            "job {} preempted ({}): {}", running.job.id, how, running.preempt_reason or "slot recycled"
+        )
+
+
+def log_failure(settlement: Settlement) -> None:
+    """One line per failed (or retried) job: its id, outcome and the last line of the reason."""
+    last_line = settlement.reason.strip().splitlines()[-1] if settlement.reason.strip() else ""
+    logger.bind(job_id=settlement.job.id, priority=settlement.job.priority.name).warning(
+        "job {} {}: {}", settlement.job.id, settlement.outcome.value, last_line[:300]
+    )
