@@ -62,10 +62,16 @@ _preempt_requested = False
 
 
 def context() -> JobContext:
-    """The context of the job running in this process. RuntimeError outside a job."""
-    if _current is None:
-        raise RuntimeError("tasks.context() is only available inside a job run by adaptive-scheduler")
-    return _current
+    """The context of the job running in this process.
+
+    Outside adaptive-scheduler (a plain `rq worker`, a test, a shell) it is a detached context: no
+    resume state, and `checkpoint` never preempts nor sends anything, so SDK tasks run anywhere.
+    """
+    return _current if _current is not None else JobContext("", None, _discard)
+
+
+def _discard(message: tuple[Any, ...]) -> None:
+    """Where a detached context's checkpoints go."""
 
 
 def enter(job_context: JobContext | None) -> None:
