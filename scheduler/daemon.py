@@ -26,9 +26,18 @@ from scheduler.errors import PayloadError
 from scheduler.events import Poller
 from scheduler.governor import Governor, release_daemon_memory
 from scheduler.intake import Intake
-from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Settlement
+from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
 from scheduler.payload import decode_call, decode_options, past_deadline
-from scheduler.policy import Fate, Preempt, RunningJob, Stop, act_on_running, admitted_queues, fate
+from scheduler.policy import (
+    Fate,
+    Preempt,
+    RunningJob,
+    Stop,
+    act_on_running,
+    admitted_queues,
+    fate,
+    make_room_for,
+)
 from scheduler.pressure import Level
 from scheduler.queue import LocalQueue
 from scheduler.slotpool import SlotPool, log_failure
@@ -187,18 +196,7 @@ class Daemon:
             self._sweep_local(time.time())
         sample = self.governor.sample
         assert sample is not None
-        jobs = [
-            RunningJob(
-                slot.index,
-                slot.running.job.priority,
-                bool(slot.running.task and slot.running.task.heartbeat),
-                bool(slot.running.task and slot.running.task.preemptible),
-                bool(slot.running.task and slot.running.task.restartable),
-                sample.slot_growth.get(slot.index, 0),
-            )
-            for slot in self.pool.slots
-            if slot.running is not None and slot.running.preempt_deadline is None
-        ]
+        jobs = self._running_views()
         for action in act_on_running(self.governor.level, jobs, int(self.settings.slot_memory_cap)):
             slot = self.pool.slots[action.slot]
             match action:
@@ -209,6 +207,37 @@ class Daemon:
                     )
                 case Stop(reason=reason):
                     self.pool.stop_for_memory(slot, reason)
+
+    def _running_views(self) -> list[RunningJob]:
+        """The running jobs not already asked to yield, as the policy sees them."""
+        sample = self.governor.sample
+        views = []
+        for slot in self.pool.slots:
+            running = slot.running
+            if running is None or running.preempt_deadline is not None:
+                continue
+            task = running.task
+            growth = sample.slot_growth.get(slot.index, 0) if sample else 0
+            flags = (
+                bool(task and task.heartbeat),
+                bool(task and task.preemptible),
+                bool(task and task.restartable),
+            )
+            views.append(RunningJob(slot.index, running.job.priority, *flags, growth))
+        return views
+
+    def _make_room_for_p0(self, now_mono: float) -> None:
+        """Every slot busy and a P0 job at the head of the local queue: preempt a resumable P2/P3 job."""
+        if not len(self.local) or not all(slot.busy for slot in self.pool.slots):
+            return  # a slot is free, or starting (a replacement not yet ready): it will take the job
+        yielding = any(r.preempt_deadline is not None for r in self.pool.running())
+        action = make_room_for(Priority(self.local.head_priority()), self._running_views(), yielding)
+        if action is not None:
+            slot = self.pool.slots[action.slot]
+            slot.ask_to_yield(self.settings.preempt_grace_s, action.reason, now_mono)
+            self.log.bind(job_id=slot.running.job.id if slot.running else None).info(
+                "preempting slot {}: {}", slot.index, action.reason
+            )
 
     # --- claim and dispatch ----------------------------------------------------------------------
 
@@ -221,8 +250,10 @@ class Daemon:
         first, so that job is the next to start.
         """
         now_mono = time.monotonic()
+        self._make_local_room()
         if not self._urgent_arrival():
             self._feed_slots(now, now_mono)
+            self._make_room_for_p0(now_mono)
         if self._in_flight is None and self._exchange_due(now_mono):
             self._send_exchange(now)
 
@@ -272,6 +303,12 @@ class Daemon:
         """Wait for the reply of the exchange in flight, if any (at stop)."""
         if self._in_flight is not None:
             self._on_exchange_reply()
+
+    def _make_local_room(self) -> None:
+        """A full local queue and a more urgent job arrived in Redis: put the least urgent one back."""
+        full = self._arrived and not self.local.room and not self.pool.free()
+        if full and min(self._arrived) < self.local.tail_priority():
+            self._pending.append(outcomes.put_back(self.local.pop_least_urgent()))
 
     def _urgent_arrival(self) -> bool:
         """A job arrived in a queue more urgent than every job held locally, and a claim can take it."""

@@ -98,3 +98,18 @@ def act_on_running(level: Level, jobs: list[RunningJob], slot_cap_bytes: int) ->
         elif level == Level.HIGH and job.priority >= Priority.P2 and resumable:
             actions.append(Preempt(job.slot, "memory pressure HIGH: P2/P3 jobs are preempted"))
     return actions
+
+
+def make_room_for(waiting: Priority, jobs: list[RunningJob], yielding: bool) -> Preempt | None:
+    """With every slot busy and a P0 job waiting: which running job gives its slot up, if any.
+
+    Only a resumable job of lower priority is asked, the least urgent first, and only one at a time
+    (`yielding`: a slot is already on its way back), so a P0 job waits for at most one checkpoint.
+    """
+    if waiting != Priority.P0 or yielding:
+        return None
+    candidates = [j for j in jobs if j.priority > Priority.P0 and (j.preemptible or j.restartable)]
+    if not candidates:
+        return None
+    victim = max(candidates, key=lambda job: job.priority)
+    return Preempt(victim.slot, "a P0 job is waiting for a slot")

@@ -80,3 +80,16 @@ def test_p0_is_never_shed_skipped_put_back_or_preempted_for_pressure(
     assert fate(level, P0, heartbeat, past_deadline) == Fate.RUN
     jobs = [RunningJob(i, P0, heartbeat, pre, rest, growth) for i, (pre, rest, growth) in enumerate(flags)]
     assert act_on_running(level, jobs, CAP) == []
+
+
+def test_a_waiting_p0_job_takes_the_slot_of_the_least_urgent_resumable_job() -> None:
+    from scheduler.policy import make_room_for
+
+    jobs = [running(0, P2), running(1, P3), running(2, P3, preemptible=False)]
+    assert make_room_for(P0, jobs, yielding=False) == Preempt(1, "a P0 job is waiting for a slot")
+    assert make_room_for(P1, jobs, yielding=False) is None
+    assert make_room_for(P0, jobs, yielding=True) is None
+    assert make_room_for(P0, [running(0, P1), running(1, P3, preemptible=False)], yielding=False) == Preempt(
+        0, "a P0 job is waiting for a slot"
+    )
+    assert make_room_for(P0, [running(0, P0), running(1, P3, preemptible=False)], yielding=False) is None

@@ -159,3 +159,23 @@ def test_an_allowlisted_module_runs_and_a_memory_error_fails_only_its_job(
         wait_until(lambda: fetch(client, after.id).get_status() == JobStatus.FINISHED)
     assert fetch(client, allowed.id).return_value() == "ran" and canary.exists()
     assert "MemoryError" in failure(client, greedy.id)
+
+
+def test_a_p0_job_takes_the_slot_of_a_checkpointing_p3_job_when_all_are_busy(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given both slots busy with long, checkpointing P3 jobs
+    n = 2_000_000
+    long_jobs = [queue(client, 3).enqueue("tasks.builtin.long_sum", n, 50_000, 0.05) for _ in range(2)]
+    with running_daemon(redis_url):
+        wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.STARTED for j in long_jobs))
+        # When a P0 job arrives
+        urgent = queue(client, 0).enqueue("tasks.builtin.add", 1, 1)
+        # Then it runs within a checkpoint or two, and the preempted job still ends with the right sum
+        wait_until(lambda: fetch(client, urgent.id).get_status() == JobStatus.FINISHED, timeout_s=5)
+        done = fetch(client, urgent.id)
+        assert (done.started_at - done.enqueued_at).total_seconds() < 1.0
+        wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in long_jobs), 30)
+    results = [fetch(client, j.id).return_value() for j in long_jobs]
+    assert all(r["total"] == n * (n - 1) // 2 for r in results)
+    assert sorted(r["runs"] for r in results) == [1, 2]

@@ -101,14 +101,14 @@ def test_emergency_stops_all_but_p0_sheds_heartbeats_and_loses_nothing(
         first = queue(client, 0).enqueue("tasks.builtin.sleep", 1.0)
         wait_until(lambda: status(client, first.id) == JobStatus.STARTED)
         beat = queue(client, 3).enqueue("tasks.builtin.heartbeat")
-        late = queue(client, 2).enqueue("tasks.builtin.add", 1, 2, meta={"deadline": time.time() + 1})
+        late = queue(client, 2).enqueue("tasks.builtin.add", 1, 2, meta={"deadline": time.time()})
         p2 = queue(client, 2).enqueue("tasks.builtin.add", 2, 3)
         hog = queue(client, 0).enqueue("tasks.builtin.allocate", 250, 2.5)
         # When the P0 hog starts (EMERGENCY)
         wait_until(lambda: "-> EMERGENCY" in daemon.output(), timeout_s=15)
-        # Then the P1 job is preempted, the job past its deadline is shed, the P2 job is put back, the
-        # heartbeat is skipped or shed (on the way up the monitor may read ELEVATED first), and the P0
-        # job finishes
+        # Then the P1 job is preempted (for the P0 hog, or by EMERGENCY), the job past its deadline is
+        # shed, the P2 job is put back, the heartbeat is skipped or shed (on the way up the monitor may
+        # read ELEVATED first), and the P0 job finishes
         wait_until(lambda: field(client, p1.id, "asched_preemptions") == "1")
         wait_until(lambda: field(client, late.id, "asched_outcome") == "shed")
         assert field(client, beat.id, "asched_outcome") in ("skipped", "shed")

@@ -1,0 +1,360 @@
+"""Memory storm: a mixed P0-P3 workload asking about twice the memory budget, on adaptive-scheduler and
+on `rq worker` (2 processes), each inside the same cgroup memory limit, one after the other.
+
+Workload (about 15 s of arrivals): a P0 job every 0.5 s (20 MiB for 0.3 s), two P1 checkpointing sums,
+four P2 jobs of 200 MiB and two P3 jobs of 180 MiB allocated in ten steps (two of those at once are
+more than the 400 MiB limit), and a heartbeat every 0.5 s. A baseline run of the P0 jobs and
+heartbeats alone gives the P0 wait without the storm.
+
+Reported: peak pressure, OOM kills (the cgroup's oom_kill counter), jobs lost (not finished, failed,
+skipped or shed when the run ends), P0 completion and p99 wait (start minus enqueue) against the
+baseline, counts of skips, preemptions, resumes and sheds, and the delay from a threshold crossing
+(first external sample at or above it) to the action being done (the preempted job's slot freed).
+The pressure is sampled from outside every 100 ms the way the daemon computes it under a cgroup
+(usage minus inactive file cache, over the limit). Writes bench/results/storm.md and storm.png.
+
+    python -m bench.storm [--limit-mib 400]      (root, with a writable cgroup v1 memory controller)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from scheduler.monitor import parse_stat
+from scheduler.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+V1 = Path("/sys/fs/cgroup/memory")
+TERMINAL = {"finished", "failed", "canceled"}
+
+
+@dataclass
+class Run:
+    name: str
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (unix s, pressure %)
+    jobs: dict[str, list[str]] = field(default_factory=dict)  # priority -> job ids
+    oom_kills: int = 0
+    log: str = ""
+    started: float = 0.0
+
+
+class Cgroup:
+    """A v1 memory cgroup with a limit, its OOM counter and its usage as the daemon reads it."""
+
+    def __init__(self, limit: int) -> None:
+        self.path = V1 / f"asched-storm-{uuid.uuid4().hex[:8]}"
+        self.path.mkdir()
+        (self.path / "memory.limit_in_bytes").write_text(str(limit))
+        self.limit = limit
+
+    def pressure(self) -> float:
+        usage = int((self.path / "memory.usage_in_bytes").read_text())
+        cache = parse_stat((self.path / "memory.stat").read_text(), "total_inactive_file")
+        return 100.0 * (usage - cache) / self.limit
+
+    def oom_kills(self) -> int:
+        stats = dict(line.split() for line in (self.path / "memory.oom_control").read_text().splitlines())
+        return int(stats.get("oom_kill", 0))
+
+    def launch(self, command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        joined = ["sh", "-c", f'echo $$ > {self.path}/cgroup.procs && exec "$0" "$@"', *command]
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                joined, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def remove(self) -> None:
+        for _ in range(100):
+            if not (self.path / "cgroup.procs").read_text().strip():
+                break
+            time.sleep(0.1)
+        self.path.rmdir()
+
+
+def workload(client: redis.Redis, storm: bool) -> dict[str, list[str]]:
+    """Enqueue the arrivals over ~15 s (blocking); returns the job ids per priority."""
+    queues = {p: Queue(f"p{p}", connection=client, serializer=JSONSerializer) for p in range(4)}
+    jobs: dict[str, list[str]] = {"P0": [], "P1": [], "P2": [], "P3": [], "heartbeat": []}
+    if storm:
+        jobs["P1"] += [
+            queues[1].enqueue("tasks.builtin.long_sum", 3_000_000, 100_000, 0.05).id for _ in range(2)
+        ]
+    for tick in range(30):
+        if storm and tick == 4:
+            jobs["P2"] += [
+                queues[2].enqueue("tasks.builtin.allocate_steps", 150, 10, 0.2).id for _ in range(4)
+            ]
+        if storm and tick == 8:
+            jobs["P3"] += [
+                queues[3].enqueue("tasks.builtin.allocate_steps", 120, 10, 0.2).id for _ in range(2)
+            ]
+        jobs["P0"].append(queues[0].enqueue("tasks.builtin.allocate", 20, 0.3).id)
+        jobs["heartbeat"].append(queues[3].enqueue("tasks.builtin.heartbeat").id)
+        time.sleep(0.5)
+    return jobs
+
+
+def sample(cgroup: Cgroup, run: Run, stop: threading.Event) -> None:
+    while not stop.is_set():
+        run.samples.append((time.time(), cgroup.pressure()))
+        stop.wait(0.1)
+
+
+def all_ended(client: redis.Redis, jobs: dict[str, list[str]]) -> bool:
+    ids = [i for group in jobs.values() for i in group]
+    with client.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hget(f"rq:job:{job_id}", "status")
+        return all((s or b"").decode() in TERMINAL for s in pipe.execute())
+
+
+def run_system(
+    name: str, command: list[list[str]], env: dict[str, str], limit: int, storm: bool, tmp: Path
+) -> tuple[Run, redis.Redis, RedisServer]:
+    server = RedisServer(tmp / f"redis-{name}", persistent=False).start()
+    client = redis.Redis.from_url(server.url)
+    cgroup = Cgroup(limit)
+    run = Run(name, started=time.time())
+    log = tmp / f"{name}.log"
+    env = {**env, "ASCHED_REDIS_URL": server.url}
+    processes = [cgroup.launch([c.replace("{URL}", server.url) for c in cmd], env, log) for cmd in command]
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample, args=(cgroup, run, stop), daemon=True)
+    try:
+        time.sleep(2.0)  # consumers up
+        sampler.start()
+        run.jobs = workload(client, storm)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not all_ended(client, run.jobs):
+            time.sleep(0.5)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        run.oom_kills = cgroup.oom_kills()
+        cgroup.remove()
+        run.log = log.read_text(errors="replace")
+    return run, client, server
+
+
+def job_facts(client: redis.Redis, job_ids: list[str]) -> list[dict[str, object]]:
+    facts = []
+    for job_id in job_ids:
+        job = Job.fetch(job_id, connection=client, serializer=JSONSerializer)
+        outcome = (client.hget(job.key, "asched_outcome") or b"").decode()
+        wait = (
+            (job.started_at - job.enqueued_at).total_seconds() if job.started_at and job.enqueued_at else None
+        )
+        facts.append({"status": job.get_status().value, "outcome": outcome, "wait_s": wait})
+    return facts
+
+
+def p99(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, int(len(ordered) * 0.99 + 0.999) - 1)]
+
+
+LOG_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) +\w+ +\S+ (.*)$")
+
+
+def events(run: Run) -> list[tuple[float, str, str]]:
+    """(unix s, kind, text) from the daemon's log: level changes, preemptions, skips, sheds."""
+    day = dt.datetime.fromtimestamp(run.started, dt.UTC).date()
+    found = []
+    for line in run.log.splitlines():
+        match = LOG_LINE.match(line)
+        if not match:
+            continue
+        clock, text = match.groups()
+        at = dt.datetime.combine(day, dt.time.fromisoformat(clock), dt.UTC).timestamp()
+        for kind, needle in (
+            ("level", "memory pressure"),
+            ("preempt-asked", "preempting slot"),
+            ("preempted", "preempted ("),
+            ("skip", "skipped:"),
+            ("shed", "shed:"),
+        ):
+            if needle in text:
+                found.append((at, kind, text))
+    return found
+
+
+def action_delays(run: Run, thresholds: dict[str, float]) -> list[tuple[str, float]]:
+    """For each crossing of HIGH/EMERGENCY seen from outside: ms until the next preemption was done."""
+    done = [at for at, kind, _ in events(run) if kind == "preempted"]
+    delays = []
+    for level, threshold in thresholds.items():
+        above = False
+        for at, pressure in run.samples:
+            if pressure >= threshold and not above:
+                later = [d for d in done if d >= at - 0.2]
+                if later:
+                    delays.append((level, (later[0] - at) * 1000))
+            above = pressure >= threshold
+    return delays
+
+
+def plot(run: Run, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    start = run.samples[0][0]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for low, high, colour, label in (
+        (70, 85, "#fff3c4", "ELEVATED"),
+        (85, 95, "#ffd8a8", "HIGH"),
+        (95, 130, "#ffb3b3", "EMERGENCY"),
+    ):
+        ax.axhspan(low, high, color=colour, label=label, zorder=0)
+    ax.plot(
+        [t - start for t, _ in run.samples],
+        [p for _, p in run.samples],
+        color="#1c4e80",
+        lw=1.4,
+        label="pressure (cgroup usage / limit)",
+    )
+    markers = {
+        "skip": ("x", "#7a7a7a", "heartbeat skipped"),
+        "preempt-asked": ("v", "#d9480f", "preempt asked"),
+        "preempted": ("o", "#c92a2a", "preempted (slot freed)"),
+        "shed": ("s", "#5f3dc4", "shed"),
+    }
+    for kind, (marker, colour, label) in markers.items():
+        times = [at - start for at, k, _ in events(run) if k == kind]
+        if times:
+            ax.scatter(
+                times,
+                [5] * len(times) if kind == "skip" else [100] * len(times),
+                marker=marker,
+                color=colour,
+                label=f"{label} ({len(times)})",
+                zorder=3,
+            )
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("memory pressure %")
+    ax.set_ylim(0, 125)
+    ax.set_title("adaptive-scheduler in a memory storm (cgroup limit, workload asks ~2x)")
+    ax.legend(loc="upper right", fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def summarise(name: str, run: Run, client: redis.Redis, baseline_p99: float | None) -> dict[str, object]:
+    facts = {group: job_facts(client, ids) for group, ids in run.jobs.items()}
+    everything = [f for group in facts.values() for f in group]
+    lost = sum(1 for f in everything if f["status"] not in TERMINAL)
+    p0 = facts["P0"]
+    p0_waits = [float(f["wait_s"]) for f in p0 if f["wait_s"] is not None]  # type: ignore[arg-type]
+    found = events(run)
+    return {
+        "system": name,
+        "peak pressure %": max(p for _, p in run.samples) if run.samples else 0.0,
+        "OOM kills": run.oom_kills,
+        "jobs": len(everything),
+        "lost": lost,
+        "failed": sum(1 for f in everything if f["status"] == "failed"),
+        "P0 done": f"{sum(1 for f in p0 if f['status'] == 'finished')}/{len(p0)}",
+        "P0 p99 wait ms": (p99(p0_waits) or 0) * 1000,
+        "vs no storm": (p99(p0_waits) or 0) / baseline_p99 if baseline_p99 else None,
+        "skipped": sum(1 for f in everything if f["outcome"] == "skipped"),
+        "shed": sum(1 for f in everything if f["outcome"] == "shed"),
+        "preempted": sum(1 for _, kind, _ in found if kind == "preempted"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__.splitlines()[0])
+    parser.add_argument("--limit-mib", type=int, default=400)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0 or not os.access(V1, os.W_OK):
+        print("bench.storm needs root and a writable cgroup v1 memory controller", file=sys.stderr)
+        return 2
+    limit = args.limit_mib * 2**20
+    ours_cmd = [[sys.executable, "-m", "scheduler", "run"]]
+    rq_cmd = [
+        [
+            sys.executable,
+            "-m",
+            "rq.cli",
+            "worker",
+            "--url",
+            "{URL}",
+            "--serializer",
+            "rq.serializers.JSONSerializer",
+            "p0",
+            "p1",
+            "p2",
+            "p3",
+        ]
+    ] * 2
+    env = {**os.environ, "ASCHED_LOG_LEVEL": "INFO", "ASCHED_PRESSURE_HOLD_S": "1", "PYTHONPATH": str(ROOT)}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="asched-storm-") as tmp_name:
+        tmp = Path(tmp_name)
+        base, client, server = run_system("baseline", ours_cmd, env, limit, False, tmp)
+        base_waits = [
+            float(f["wait_s"]) for f in job_facts(client, base.jobs["P0"]) if f["wait_s"] is not None
+        ]
+        server.stop()
+        baseline_p99 = p99(base_waits)
+        ours, client, server = run_system("adaptive-scheduler", ours_cmd, env, limit, True, tmp)
+        rows.append(summarise("adaptive-scheduler x2", ours, client, baseline_p99))
+        server.stop()
+        rq_run, client, server = run_system("rq", rq_cmd, env, limit, True, tmp)
+        rows.append(summarise("rq worker x2", rq_run, client, baseline_p99))
+        server.stop()
+        RESULTS.mkdir(exist_ok=True)
+        plot(ours, RESULTS / "storm.png")
+        delays = action_delays(ours, {"HIGH": 85.0, "EMERGENCY": 95.0})
+    report(rows, delays, baseline_p99, args.limit_mib)
+    return 0
+
+
+def report(
+    rows: list[dict[str, object]], delays: list[tuple[str, float]], baseline_p99: float | None, limit_mib: int
+) -> None:
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [f"{v:.1f}" if isinstance(v, float) else ("-" if v is None else str(v)) for v in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    delay_text = ", ".join(f"{level} {ms:.0f} ms ({ms / 100:.1f} samples)" for level, ms in delays) or "none"
+    text = "\n".join(lines) + (
+        f"\n\ncgroup v1 limit {limit_mib} MiB; P0 p99 wait without the storm: "
+        f"{(baseline_p99 or 0) * 1000:.1f} ms. Threshold crossing (outside sample) to preempted job's slot "
+        f"freed: {delay_text}."
+    )
+    print(text)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (RESULTS / "storm.md").write_text(f"# Memory storm, {stamp}\n\n{text}\n\n![timeline](storm.png)\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
