@@ -1,8 +1,8 @@
 """Memory storm: a mixed P0-P3 workload asking about twice the memory budget, on adaptive-scheduler and
 on `rq worker` (2 processes), each inside the same cgroup memory limit, one after the other.
 
-Workload (about 15 s of arrivals): a P0 job every 0.5 s (20 MiB for 0.3 s), two P1 checkpointing sums,
-four P2 jobs of 200 MiB and two P3 jobs of 180 MiB allocated in ten steps (two of those at once are
+Workload (about 15 s of arrivals): a P0 job every 1.5 s (20 MiB for 0.3 s), two P1 checkpointing sums,
+four P2 jobs of 300 MiB and two P3 jobs of 250 MiB allocated in ten steps (two of those at once are
 more than the 400 MiB limit), and a heartbeat every 0.5 s. A baseline run of the P0 jobs and
 heartbeats alone gives the P0 wait without the storm.
 
@@ -99,13 +99,14 @@ def workload(client: redis.Redis, storm: bool) -> dict[str, list[str]]:
     for tick in range(30):
         if storm and tick == 4:
             jobs["P2"] += [
-                queues[2].enqueue("tasks.builtin.allocate_steps", 150, 10, 0.2).id for _ in range(4)
+                queues[2].enqueue("tasks.builtin.allocate_steps", 300, 10, 0.2).id for _ in range(4)
             ]
         if storm and tick == 8:
             jobs["P3"] += [
-                queues[3].enqueue("tasks.builtin.allocate_steps", 120, 10, 0.2).id for _ in range(2)
+                queues[3].enqueue("tasks.builtin.allocate_steps", 250, 10, 0.2).id for _ in range(2)
             ]
-        jobs["P0"].append(queues[0].enqueue("tasks.builtin.allocate", 20, 0.3).id)
+        if tick % 3 == 0:
+            jobs["P0"].append(queues[0].enqueue("tasks.builtin.allocate", 20, 0.3).id)
         jobs["heartbeat"].append(queues[3].enqueue("tasks.builtin.heartbeat").id)
         time.sleep(0.5)
     return jobs
