@@ -22,7 +22,7 @@ from loguru import logger
 
 import tasks  # registers the built-in tasks: the allowlist
 from scheduler import checkpoint, outcomes
-from scheduler.errors import PayloadError
+from scheduler.errors import PayloadError, StartupError
 from scheduler.events import Poller
 from scheduler.governor import Governor, release_daemon_memory
 from scheduler.intake import Intake
@@ -104,7 +104,10 @@ class Daemon:
         self.intake.announce()
         self._recover()
         for module in self.settings.allowed_modules:
-            importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
+            try:
+                importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
+            except ImportError as exc:
+                raise StartupError(f"allowed module {module!r} cannot be imported: {exc}") from None
         release_daemon_memory()  # collect and trim first: fewer pages to share, none of them garbage
         gc.freeze()  # forked slots then share the daemon's heap instead of copying it on collection
         self.pool.start()

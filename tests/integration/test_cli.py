@@ -98,3 +98,16 @@ def test_the_embedded_redis_keeps_queued_jobs_across_a_restart(tmp_path: Path) -
         assert restarted.lrange("rq:queue:p1", 0, -1) == [job_id.encode()]
     finally:
         server.stop()
+
+
+def test_an_allowed_module_that_does_not_import_stops_start_up_with_one_line(redis_url: str) -> None:
+    result = cli("run", env={"ASCHED_REDIS_URL": redis_url, "ASCHED_ALLOWED_MODULES": '["no_such_jobs"]'})
+    assert result.returncode == 1
+    assert "allowed module 'no_such_jobs' cannot be imported: No module named 'no_such_jobs'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_redis_gets_one_line_not_a_traceback(tmp_path: Path) -> None:
+    result = cli("run", env={"ASCHED_REDIS_URL": f"unix://{tmp_path}/nothing.sock"})
+    assert result.returncode == 1
+    assert "cannot reach Redis" in result.stderr and "Traceback" not in result.stderr
