@@ -199,6 +199,7 @@ class Daemon:
             self._sweep_local(time.time())
         sample = self.governor.sample
         assert sample is not None
+        self.pool.recycle_leaky(sample.slot_growth, int(self.settings.slot_idle_growth_limit))
         jobs = self._running_views()
         for action in act_on_running(self.governor.level, jobs, int(self.settings.slot_memory_cap)):
             slot = self.pool.slots[action.slot]

@@ -74,6 +74,19 @@ class SlotPool:
                 now = time.time()
                 self._fail(running, reason, now - (now_mono - running.started_mono), now)
 
+    def recycle_leaky(self, growth: dict[int, int], limit: int) -> None:
+        """Replace idle slots whose RSS grew past `limit` since they started (memory a job left behind)."""
+        for slot in self.slots:
+            grown = growth.get(slot.index, 0)
+            if not slot.busy and slot.ready and grown > limit:
+                self.log.warning(
+                    "slot {} (pid {}) recycled: idle, yet its RSS grew {:.0f} MiB since it started",
+                    slot.index,
+                    slot.pid,
+                    grown / 2**20,
+                )
+                self._swap(slot)
+
     def stop_for_memory(self, slot: Slot, reason: str) -> None:
         """Kill a slot's job for memory: it resumes (checkpoint, or anew if restartable), or it fails."""
         running, slot.running = slot.running, None

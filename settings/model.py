@@ -85,6 +85,10 @@ class Settings(BaseSettings):
         default=ByteSize(400 * 1000 * 1000),
         description="A slot whose job grew past this is preempted (or stopped if it cannot be).",
     )
+    slot_idle_growth_limit: ByteSize = Field(
+        default=ByteSize(100 * 1000 * 1000),
+        description="An idle slot whose RSS grew past this since it started is replaced (leak guard).",
+    )
     elevated_percent: float = Field(
         default=70.0, description="Pressure % at which heartbeat jobs are skipped."
     )

@@ -71,6 +71,19 @@ def allocate(megabytes: int, hold_s: float = 0.0) -> int:
     return len(block)
 
 
+_LEAKED: list[bytearray] = []
+
+
+@task()
+def leak(megabytes: int) -> int:
+    """Keeps `megabytes` MB alive in its process after it returns (a leaky job); returns MB held."""
+    block = bytearray(megabytes * 1024 * 1024)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    _LEAKED.append(block)
+    return sum(len(b) for b in _LEAKED) // (1024 * 1024)
+
+
 @task(preemptible=True)
 def allocate_steps(megabytes: int, steps: int = 10, step_s: float = 0.1) -> int:
     """Allocates `megabytes` MB in `steps` steps, `step_s` apart, checkpointing between steps.

@@ -158,3 +158,17 @@ def test_shed_jobs_can_be_listed_and_replayed(client: redis.Redis, redis_url: st
     assert client.zcard("asched:shed") == 0
     with running_daemon(redis_url):
         wait_until(lambda: all(status(client, job_id) == JobStatus.FINISHED for job_id in shed_ids))
+
+
+def test_an_idle_slot_that_kept_memory_after_its_job_is_recycled(client: redis.Redis, redis_url: str) -> None:
+    # Given a daemon with one slot and a 50 MB leak guard, and a job that leaves 120 MiB behind in it
+    env = {"ASCHED_SLOT_IDLE_GROWTH_LIMIT": "50MB", "ASCHED_SLOTS": "1"}
+    with running_daemon(redis_url, env=env) as daemon:
+        leaky = queue(client, 1).enqueue("tasks.builtin.leak", 120)
+        wait_until(lambda: status(client, leaky.id) == JobStatus.FINISHED)
+        # Then the slot is replaced once it is idle, and the next job runs in a fresh process
+        wait_until(lambda: "recycled: idle, yet its RSS grew" in daemon.output())
+        again = queue(client, 1).enqueue("tasks.builtin.leak", 1)
+        wait_until(lambda: status(client, again.id) == JobStatus.FINISHED)
+    assert fetch(client, leaky.id).return_value() == 120
+    assert fetch(client, again.id).return_value() == 1  # the one slot is new: nothing left over
