@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import redis
-from loguru import logger
 
 from scheduler import logs
 from scheduler.errors import SchedulerError, UsageError
@@ -129,7 +128,6 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
     overview = snapshot(settings, resolve_redis_url(settings))
     print(json.dumps(overview, indent=2) if args.json else render(overview))
-    logger.complete()
     return EXIT_OK
 
 

@@ -113,15 +113,6 @@ class Daemon:
         self.pool.start()
         self.log.info("daemon ready: {} slots ({} mode)", len(self.pool.slots), self.settings.slot_mode)
 
-    def run(self) -> None:
-        """Serve until `request_stop()`; the caller handles signals."""
-        self.startup()
-        try:
-            while not self.tick():
-                pass
-        finally:
-            self.shutdown()
-
     def request_stop(self) -> None:
         """First call: stop taking jobs and let running ones finish. Second: stop at once."""
         self.force_stop = self.stop_requested

@@ -7,6 +7,8 @@ lease, so `status` lists exactly the live daemons, on any host, from Redis alone
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +54,6 @@ class DaemonStatus:
 
     @classmethod
     def of(cls, daemon: Daemon) -> DaemonStatus:
-        import os
-        import time
-
         now_mono = time.monotonic()
         sample = daemon.governor.sample
         slots = [
