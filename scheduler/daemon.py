@@ -222,11 +222,13 @@ class Daemon:
         return views
 
     def _make_room_for_p0(self, now_mono: float) -> None:
-        """Every slot busy and a P0 job at the head of the local queue: preempt a resumable P2/P3 job."""
-        if not len(self.local) or not all(slot.busy for slot in self.pool.slots):
+        """Every slot busy and a P0 job at the head of the local queue: preempt a resumable lower one."""
+        if not len(self.local) or self.local.head_priority() != Priority.P0:
+            return  # checked first: this runs on every tick of a busy drain
+        if not all(slot.busy for slot in self.pool.slots):
             return  # a slot is free, or starting (a replacement not yet ready): it will take the job
         yielding = any(r.preempt_deadline is not None for r in self.pool.running())
-        action = make_room_for(Priority(self.local.head_priority()), self._running_views(), yielding)
+        action = make_room_for(Priority.P0, self._running_views(), yielding)
         if action is not None:
             slot = self.pool.slots[action.slot]
             slot.ask_to_yield(self.settings.preempt_grace_s, action.reason, now_mono)
@@ -352,8 +354,7 @@ class Daemon:
             self._reject(job, options, str(exc), now)
             return True
         task = tasks.lookup(call.func_path)
-        late = self.governor.level == Level.EMERGENCY and past_deadline(job.fields, now)  # only used there
-        verdict = fate(self.governor.level, job.priority, bool(task and task.heartbeat), late)
+        verdict = self._verdict(job, task, now)
         if verdict is Fate.RUN:
             slot.give(Running(job, call, options, now_mono, now_mono + options.timeout_s, task), resume_state)
             if resume_state is not None:
@@ -369,13 +370,17 @@ class Daemon:
         """Apply the level to jobs waiting locally: skip or shed heartbeats, put back non-P0 at EMERGENCY."""
         for job in self.local.drain():
             call = self._peek_call(job)
-            task = tasks.lookup(call.func_path) if call else None
-            late = past_deadline(job.fields, now)
-            verdict = fate(self.governor.level, job.priority, bool(task and task.heartbeat), late)
+            verdict = self._verdict(job, tasks.lookup(call.func_path) if call else None, now)
             if verdict in (Fate.RUN, Fate.WAIT):
                 self.local.push(job)
             else:
                 self._park(job, verdict, now)
+
+    def _verdict(self, job: ClaimedJob, task: tasks.TaskInfo | None, now: float) -> Fate:
+        """The policy's fate for a local job at the current level."""
+        level = self.governor.level
+        late = level == Level.EMERGENCY and past_deadline(job.fields, now)  # the deadline only counts there
+        return fate(level, job.priority, bool(task and task.heartbeat), late)
 
     def _peek_call(self, job: ClaimedJob) -> Call | None:
         """The job's call if its payload is fine (a bad payload is dealt with when it would start)."""
