@@ -26,6 +26,7 @@ from scheduler.errors import PayloadError, StartupError
 from scheduler.events import Poller
 from scheduler.governor import Governor, release_daemon_memory
 from scheduler.intake import Intake
+from scheduler.metrics import Metrics
 from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
 from scheduler.payload import decode_call, decode_options, past_deadline
 from scheduler.policy import (
@@ -40,6 +41,7 @@ from scheduler.policy import (
 )
 from scheduler.pressure import Level
 from scheduler.queue import LocalQueue
+from scheduler.rqtime import unix_seconds
 from scheduler.slotpool import SlotPool, log_failure
 from scheduler.slots import Running, Slot
 from scheduler.status import DaemonStatus, publish
@@ -82,6 +84,7 @@ class Daemon:
             settings.default_job_timeout_s, settings.default_result_ttl_s, settings.default_failure_ttl_s
         )
         self.governor = Governor(settings)
+        self.metrics = Metrics(settings.statsd_url, settings.statsd_prefix)
         self.stop_requested = False
         self.force_stop = False
         self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"resumed": 0, "dropped": 0}
@@ -93,7 +96,7 @@ class Daemon:
         self._in_flight: InFlight | None = None
         self._next_housekeeping = 0.0
         self._poller = Poller()
-        self.pool = SlotPool(settings, self._poller, self.governor.monitor, self._settle_later)
+        self.pool = SlotPool(settings, self._poller, self.governor.monitor, self._settle_later, self.metrics)
         self.log = logger.bind(daemon=self.id)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -357,8 +360,13 @@ class Daemon:
         verdict = self._verdict(job, task, now)
         if verdict is Fate.RUN:
             slot.give(Running(job, call, options, now_mono, now_mono + options.timeout_s, task), resume_state)
+            self.metrics.job("started", job.priority)
+            enqueued = unix_seconds(job.fields.get("enqueued_at"))
+            if enqueued is not None:
+                self.metrics.waited(job.priority, now - enqueued)
             if resume_state is not None:
                 self.counts["resumed"] += 1
+                self.metrics.job("resumed", job.priority)
         elif verdict is Fate.WAIT:
             self.local.push(job)
             return False
@@ -416,7 +424,9 @@ class Daemon:
 
     def _count(self, batch: list[Settlement]) -> None:
         for item in batch:
-            self.counts[outcomes.count_name(item.outcome)] += 1
+            name = outcomes.count_name(item.outcome)
+            self.counts[name] += 1
+            self.metrics.job(name, item.job.priority)
 
     # --- housekeeping ----------------------------------------------------------------------------
 
@@ -424,6 +434,8 @@ class Daemon:
         self._next_housekeeping = now + HOUSEKEEPING_S
         self.intake.announce()
         publish(self.client, self._status(), self.settings.lease_ttl_s)
+        if self.metrics.enabled:
+            self.metrics.flush(self._gauges())
         self._recover()
         moved = self.intake.promote_scheduled(now)
         if moved:
@@ -448,6 +460,30 @@ class Daemon:
             self.log.warning(
                 "dropped {} queued ids whose job hash is gone (expired ttl or deleted)", len(missing)
             )
+
+    def _gauges(self) -> dict[str, float]:
+        """The gauges of the metrics catalogue, read now."""
+        gauges: dict[str, float] = {
+            "slots.busy": sum(1 for slot in self.pool.slots if slot.busy),
+            "slots.total": len(self.pool.slots),
+            "pressure.level": int(self.governor.level),
+        }
+        local = self.local.counts()
+        for priority, depth in zip(Priority, self.intake.depths(), strict=True):
+            gauges[f"queue.local.{priority.name.lower()}"] = local.get(priority, 0)
+            gauges[f"queue.redis.{priority.name.lower()}"] = depth
+        sample = self.governor.sample
+        if sample is not None:
+            gauges |= {
+                "pressure.percent": round(sample.percent, 2),
+                "memory.used_bytes": sample.used,
+                "memory.budget_bytes": sample.budget,
+                "memory.daemon.rss_bytes": sample.daemon_rss,
+            }
+            for index, rss in sample.slot_rss.items():
+                gauges[f"memory.slot.{index}.rss_bytes"] = rss
+                gauges[f"memory.slot.{index}.growth_bytes"] = sample.slot_growth.get(index, 0)
+        return gauges
 
     def _status(self) -> DaemonStatus:
         return DaemonStatus.of(self)

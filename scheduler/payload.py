@@ -35,6 +35,7 @@ FIELDS = (
     "webhooks",
     "asched_checkpoint",
     "meta",
+    "enqueued_at",
 )
 UNSUPPORTED = {
     "success_callback_name": "on_success",

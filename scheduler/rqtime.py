@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from functools import lru_cache
 
 
@@ -15,3 +16,13 @@ def rq_timestamp(unix_s: float) -> str:
 @lru_cache(maxsize=4)
 def _seconds_text(whole: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+
+
+def unix_seconds(text: bytes | str | None) -> float | None:
+    """An RQ timestamp as unix seconds; None when absent or not a timestamp."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.decode() if isinstance(text, bytes) else text).timestamp()
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -13,6 +13,7 @@ from loguru import logger
 
 from scheduler import checkpoint, outcomes
 from scheduler.events import Poller
+from scheduler.metrics import Metrics
 from scheduler.model import Settlement
 from scheduler.monitor import Monitor
 from scheduler.slots import Running, Slot
@@ -23,7 +24,12 @@ class SlotPool:
     """`settings.slots` slot processes, polled through the daemon's `Poller`."""
 
     def __init__(
-        self, settings: Settings, poller: Poller, monitor: Monitor, settle: Callable[[Settlement], None]
+        self,
+        settings: Settings,
+        poller: Poller,
+        monitor: Monitor,
+        settle: Callable[[Settlement], None],
+        metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.slots: list[Slot] = []
@@ -31,6 +37,7 @@ class SlotPool:
         self._poller = poller
         self._monitor = monitor
         self._settle = settle
+        self._metrics = metrics
         self.log = logger
 
     def start(self) -> None:
@@ -133,6 +140,9 @@ class SlotPool:
             self.log.warning("slot {} reported an outcome for job {} it was not running", slot.index, job_id)
             return
         slot.running = None
+        if kind != "preempted":
+            task_name = running.task.name if running.task else running.call.func_path
+            self._metrics.ran(task_name, float(ended) - float(started))  # type: ignore[arg-type]
         if kind == "ok":
             self._settle(outcomes.finished(running.job, running.options, payload, started, ended))  # type: ignore[arg-type]
         elif kind == "preempted":

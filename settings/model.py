@@ -6,6 +6,7 @@ description is user-facing documentation: say what it does and why one would cha
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -102,6 +103,15 @@ class Settings(BaseSettings):
     preempt_grace_s: float = Field(
         default=2.0, gt=0, description="How long a preempted job has to checkpoint before it is killed."
     )
+    statsd_url: str | None = Field(
+        default=None,
+        description="StatsD server to send metrics to, as udp://host:port. Unset: no metrics.",
+    )
+    statsd_prefix: str = Field(
+        default="asched.{host}",
+        description="First part of every metric name; {host} becomes this host's short name. Give "
+        "two daemons on one host different prefixes, or their gauges overwrite each other.",
+    )
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Lowest level logged."
     )
@@ -113,6 +123,22 @@ class Settings(BaseSettings):
         if url is not None and not url.get_secret_value().startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}")
         return url
+
+    @field_validator("statsd_url")
+    @classmethod
+    def _udp_host_port(cls, url: str | None) -> str | None:
+        if url is not None:
+            host, _, port = url.removeprefix("udp://").rpartition(":")
+            if not url.startswith("udp://") or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("must look like udp://host:port")
+        return url
+
+    @field_validator("statsd_prefix")
+    @classmethod
+    def _graphite_path(cls, prefix: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_{}-]+(\.[A-Za-z0-9_{}-]+)*", prefix):
+            raise ValueError("must be dot-separated names of letters, digits, '_' or '-' (and {host})")
+        return prefix
 
     @field_validator("queues")
     @classmethod
