@@ -28,6 +28,7 @@ from scheduler.governor import Governor, release_daemon_memory
 from scheduler.intake import Intake
 from scheduler.metrics import Metrics
 from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
+from scheduler.notify import Notifier
 from scheduler.payload import decode_call, decode_options, past_deadline
 from scheduler.policy import (
     Fate,
@@ -73,7 +74,13 @@ def new_daemon_id() -> str:
 class Daemon:
     """One daemon serving the four priority queues of one Redis."""
 
-    def __init__(self, settings: Settings, redis_url: str, daemon_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis_url: str,
+        daemon_id: str | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.settings = settings
         self.redis_url = redis_url
         self.id = daemon_id or new_daemon_id()
@@ -85,6 +92,7 @@ class Daemon:
         )
         self.governor = Governor(settings)
         self.metrics = Metrics(settings.statsd_url, settings.statsd_prefix)
+        self.notifier = notifier or Notifier({})
         self.stop_requested = False
         self.force_stop = False
         self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"resumed": 0, "dropped": 0}
@@ -115,10 +123,19 @@ class Daemon:
         gc.freeze()  # forked slots then share the daemon's heap instead of copying it on collection
         self.pool.start()
         self.log.info("daemon ready: {} slots ({} mode)", len(self.pool.slots), self.settings.slot_mode)
+        self.notifier.ready(self.summary(self.intake.depths()))
 
     def request_stop(self) -> None:
-        """First call: stop taking jobs and let running ones finish. Second: stop at once."""
+        """First call: stop taking jobs; preemptible jobs checkpoint and go back, others may finish.
+        Second call: stop at once (running jobs go back to the front of their queues)."""
         self.force_stop = self.stop_requested
+        if not self.stop_requested:
+            self.notifier.stopping()
+            now_mono = time.monotonic()
+            for slot in self.pool.slots:
+                running = slot.running
+                if running is not None and running.task is not None and running.task.preemptible:
+                    slot.ask_to_yield(self.settings.preempt_grace_s, "the daemon is stopping", now_mono)
         self.stop_requested = True
 
     def is_idle(self) -> bool:
@@ -134,6 +151,7 @@ class Daemon:
         """One turn of the loop; returns True once the daemon may shut down."""
         self._poller.wait(FLUSH_S if self._pending else min(TICK_S, self.governor.interval_s))
         now, now_mono = time.time(), time.monotonic()
+        self.notifier.tick(now_mono)
         if self.governor.due(now_mono):
             self._govern(now_mono)
         self.pool.reap_timeouts(now_mono)
@@ -360,10 +378,11 @@ class Daemon:
         verdict = self._verdict(job, task, now)
         if verdict is Fate.RUN:
             slot.give(Running(job, call, options, now_mono, now_mono + options.timeout_s, task), resume_state)
-            self.metrics.job("started", job.priority)
-            enqueued = unix_seconds(job.fields.get("enqueued_at"))
-            if enqueued is not None:
-                self.metrics.waited(job.priority, now - enqueued)
+            if self.metrics.enabled:
+                self.metrics.job("started", job.priority)
+                enqueued = unix_seconds(job.fields.get("enqueued_at"))
+                if enqueued is not None:
+                    self.metrics.waited(job.priority, now - enqueued)
             if resume_state is not None:
                 self.counts["resumed"] += 1
                 self.metrics.job("resumed", job.priority)
@@ -434,8 +453,10 @@ class Daemon:
         self._next_housekeeping = now + HOUSEKEEPING_S
         self.intake.announce()
         publish(self.client, self._status(), self.settings.lease_ttl_s)
+        depths = self.intake.depths()
         if self.metrics.enabled:
-            self.metrics.flush(self._gauges())
+            self.metrics.flush(self._gauges(depths))
+        self.notifier.status(self.summary(depths))
         self._recover()
         moved = self.intake.promote_scheduled(now)
         if moved:
@@ -461,7 +482,19 @@ class Daemon:
                 "dropped {} queued ids whose job hash is gone (expired ttl or deleted)", len(missing)
             )
 
-    def _gauges(self) -> dict[str, float]:
+    def summary(self, depths: list[int]) -> str:
+        """One line for `systemctl status`: level, pressure, queue depths, slots, outcomes."""
+        sample = self.governor.sample
+        pressure = f" {sample.percent:.1f} % of {sample.budget / 2**20:.0f} MiB" if sample else ""
+        queued = " ".join(f"P{i} {n}" for i, n in enumerate(depths))
+        busy = sum(1 for slot in self.pool.slots if slot.busy)
+        return (
+            f"{self.governor.level.name}{pressure}; queued {queued}; local {len(self.local)}; "
+            f"slots {busy}/{len(self.pool.slots)} busy; finished {self.counts['finished']}, "
+            f"failed {self.counts['failed']}"
+        )
+
+    def _gauges(self, depths: list[int]) -> dict[str, float]:
         """The gauges of the metrics catalogue, read now."""
         gauges: dict[str, float] = {
             "slots.busy": sum(1 for slot in self.pool.slots if slot.busy),
@@ -469,7 +502,7 @@ class Daemon:
             "pressure.level": int(self.governor.level),
         }
         local = self.local.counts()
-        for priority, depth in zip(Priority, self.intake.depths(), strict=True):
+        for priority, depth in zip(Priority, depths, strict=True):
             gauges[f"queue.local.{priority.name.lower()}"] = local.get(priority, 0)
             gauges[f"queue.redis.{priority.name.lower()}"] = depth
         sample = self.governor.sample

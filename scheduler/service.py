@@ -16,6 +16,7 @@ import redis
 from loguru import logger
 
 from scheduler.daemon import Daemon
+from scheduler.notify import Notifier
 from scheduler.redis_server import RedisServer
 from settings import Settings
 
@@ -24,6 +25,7 @@ EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: systemd's Restart=on-failure brings
 
 def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> int:
     """Run one daemon in the foreground; returns the process exit code."""
+    notifier = Notifier()  # read and unset first: the embedded redis-server must not inherit it
     embedded = None
     url = settings.redis_url_text()
     if url is None:
@@ -31,7 +33,7 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
         url = embedded.url
         logger.info("no ASCHED_REDIS_URL: started embedded redis-server at {}", url)
     try:
-        daemon = Daemon(settings, url)
+        daemon = Daemon(settings, url, notifier=notifier)
         _install_signal_handlers(daemon)
         daemon.startup()
         demo_ids = []
@@ -49,6 +51,7 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
     finally:
         if embedded is not None:
             embedded.stop()
+        notifier.close()
     return 0
 
 
@@ -64,7 +67,9 @@ def _tick(daemon: Daemon, outage: list[int]) -> bool:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         if not outage[0]:
             logger.warning("Redis unreachable, retrying with backoff: {}", exc)
-        time.sleep(backoff_s(outage[0]))
+        daemon.notifier.status(f"DEGRADED: Redis unreachable ({exc}); retrying with backoff")
+        daemon.notifier.tick(time.monotonic())  # the loop is alive: only a hung loop should miss pings
+        time.sleep(min(backoff_s(outage[0]), daemon.notifier.watchdog_s or 5.0))
         outage[0] += 1
         return daemon.stop_requested and daemon.force_stop
     if outage[0]:
