@@ -22,6 +22,7 @@ from loguru import logger
 
 import tasks  # registers the built-in tasks: the allowlist
 from scheduler import checkpoint, outcomes
+from scheduler.breaker import BreakerRules, Breakers
 from scheduler.errors import PayloadError, StartupError
 from scheduler.events import Poller
 from scheduler.governor import Governor, release_daemon_memory
@@ -93,6 +94,10 @@ class Daemon:
         self.governor = Governor(settings)
         self.metrics = Metrics(settings.statsd_url, settings.statsd_prefix)
         self.notifier = notifier or Notifier({})
+        rules = BreakerRules(
+            settings.breaker_failures, settings.breaker_window_s, settings.breaker_cooldown_s
+        )
+        self.breakers = Breakers(rules, self.metrics)
         self.stop_requested = False
         self.force_stop = False
         self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"resumed": 0, "dropped": 0}
@@ -104,7 +109,9 @@ class Daemon:
         self._in_flight: InFlight | None = None
         self._next_housekeeping = 0.0
         self._poller = Poller()
-        self.pool = SlotPool(settings, self._poller, self.governor.monitor, self._settle_later, self.metrics)
+        self.pool = SlotPool(
+            settings, self._poller, self.governor.monitor, self._settle_later, self._job_ended
+        )
         self.log = logger.bind(daemon=self.id)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -376,7 +383,10 @@ class Daemon:
             return True
         task = tasks.lookup(call.func_path)
         verdict = self._verdict(job, task, now)
-        if verdict is Fate.RUN:
+        if verdict is Fate.RUN and (retry_at := self._breaker_says_wait(job, call, now)) is not None:
+            reason = f"deferred: the circuit breaker of {call.func_path} is open; retry at {retry_at:.3f}"
+            self._pending.append(outcomes.deferred(job, reason, retry_at))
+        elif verdict is Fate.RUN:
             slot.give(Running(job, call, options, now_mono, now_mono + options.timeout_s, task), resume_state)
             if self.metrics.enabled:
                 self.metrics.job("started", job.priority)
@@ -392,6 +402,20 @@ class Daemon:
         else:
             self._park(job, verdict, now)
         return True
+
+    def _breaker_says_wait(self, job: ClaimedJob, call: Call, now: float) -> float | None:
+        """When the job's task may run again if its circuit breaker is open, else None."""
+        if not self.breakers.watching(call.func_path):
+            return None
+        running_ids = [slot.running.job.id for slot in self.pool.slots if slot.running is not None]
+        return self.breakers.admit(call.func_path, job.id, now, running_ids)
+
+    def _job_ended(self, running: Running, ok: bool, seconds: float) -> None:
+        """A job finished or failed in a slot: its task's breaker and run-time metric learn of it."""
+        if not ok or self.breakers.watching(running.call.func_path):
+            self.breakers.ended(running.call.func_path, ok, time.time())
+        if self.metrics.enabled:
+            self.metrics.ran(running.task.name if running.task else running.call.func_path, seconds)
 
     def _sweep_local(self, now: float) -> None:
         """Apply the level to jobs waiting locally: skip or shed heartbeats, put back non-P0 at EMERGENCY."""
@@ -499,6 +523,7 @@ class Daemon:
         gauges: dict[str, float] = {
             "slots.busy": sum(1 for slot in self.pool.slots if slot.busy),
             "slots.total": len(self.pool.slots),
+            "breakers.open": len(self.breakers.not_closed()),
             "pressure.level": int(self.governor.level),
         }
         local = self.local.counts()

@@ -179,7 +179,7 @@ def _settle_args(item: Settlement) -> list[str | int | float | bytes]:
     exc_info: str | bytes = b""
     if item.outcome is Outcome.FINISHED and item.result is not None:
         payload = base64.b64encode(item.result)
-    elif item.outcome in (Outcome.SKIPPED, Outcome.SHED):
+    elif item.outcome in (Outcome.SKIPPED, Outcome.SHED, Outcome.DEFERRED):
         exc_info = item.reason  # plain text: it is our own field, not RQ's
     elif item.reason:
         exc_info = zlib.compress(item.reason.encode("utf-8", "replace"))

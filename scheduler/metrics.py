@@ -38,7 +38,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "slots.total": ("gauge", "slots"),
     "breakers.open": ("gauge", "tasks whose circuit breaker is open or half-open"),
     **{f"jobs.{name}.{{p}}": ("counter", f"jobs {name.replace('_', ' ')}") for name in OUTCOME_COUNTERS},
-    "jobs.deferred.{p}": ("counter", "jobs deferred because their task's circuit breaker is open"),
     "jobs.enqueued.{p}": ("counter", "jobs this daemon enqueued (periodic jobs)"),
     "periodic.fired": ("counter", "periodic ticks enqueued by this daemon"),
     "periodic.skipped": ("counter", "periodic heartbeat ticks skipped under memory pressure"),

@@ -43,6 +43,7 @@ class Outcome(Enum):
     PREEMPTED = "preempted"  # stopped under memory pressure: front of its queue, with its checkpoint
     SKIPPED = "skipped"  # a heartbeat not run under memory pressure (RQ sees it canceled)
     SHED = "shed"  # parked in the shed registry under memory pressure, to be replayed
+    DEFERRED = "deferred"  # its task's circuit breaker is open: RQ's scheduled registry until it may run
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,5 +90,5 @@ class Settlement:
     reason: str = ""  # exception text (FAILED, RETRY)
     options: JobOptions | None = None
     extra: str = ""  # RETRY: "<retries left>:<run at, unix s; 0 = now>:<1 at front | 0>";
-    # PREEMPTED: the checkpoint to resume from; SKIPPED and SHED: the pressure level
+    # PREEMPTED: the checkpoint to resume from; SKIPPED and SHED: the pressure level; DEFERRED: run at
     noted_mono: float = field(default_factory=time.monotonic)  # when the daemon learnt the outcome

@@ -40,6 +40,11 @@ def parked(job: ClaimedJob, outcome: Outcome, reason: str, level: str, now: floa
     return Settlement(job, outcome, now, now, reason=reason, extra=level)
 
 
+def deferred(job: ClaimedJob, reason: str, run_at: float) -> Settlement:
+    """Not run because its task's circuit breaker is open: scheduled again for `run_at` (unix s)."""
+    return Settlement(job, Outcome.DEFERRED, reason=reason, extra=f"{run_at:.3f}")
+
+
 COUNT_NAMES = {
     Outcome.FINISHED: "finished",
     Outcome.FAILED: "failed",
@@ -48,6 +53,7 @@ COUNT_NAMES = {
     Outcome.PREEMPTED: "preempted",
     Outcome.SKIPPED: "skipped",
     Outcome.SHED: "shed",
+    Outcome.DEFERRED: "deferred",
 }
 
 

@@ -13,7 +13,6 @@ from loguru import logger
 
 from scheduler import checkpoint, outcomes
 from scheduler.events import Poller
-from scheduler.metrics import Metrics
 from scheduler.model import Settlement
 from scheduler.monitor import Monitor
 from scheduler.slots import Running, Slot
@@ -29,7 +28,7 @@ class SlotPool:
         poller: Poller,
         monitor: Monitor,
         settle: Callable[[Settlement], None],
-        metrics: Metrics,
+        ended: Callable[[Running, bool, float], None],
     ) -> None:
         self.settings = settings
         self.slots: list[Slot] = []
@@ -37,7 +36,7 @@ class SlotPool:
         self._poller = poller
         self._monitor = monitor
         self._settle = settle
-        self._metrics = metrics
+        self._ended = ended  # told of every job that finished or failed in a slot, with its run time
         self.log = logger
 
     def start(self) -> None:
@@ -140,11 +139,9 @@ class SlotPool:
             self.log.warning("slot {} reported an outcome for job {} it was not running", slot.index, job_id)
             return
         slot.running = None
-        if kind != "preempted":
-            task_name = running.task.name if running.task else running.call.func_path
-            self._metrics.ran(task_name, float(ended) - float(started))  # type: ignore[arg-type]
         if kind == "ok":
             self._settle(outcomes.finished(running.job, running.options, payload, started, ended))  # type: ignore[arg-type]
+            self._ended(running, True, ended - started)  # type: ignore[operator]
         elif kind == "preempted":
             self._settle(outcomes.preempted(running.job, running.checkpoint, started, ended))  # type: ignore[arg-type]
             self._log_preempted(running, "checkpointed")
@@ -186,6 +183,7 @@ class SlotPool:
         settlement = outcomes.failed(running.job, running.options, reason, started, ended)
         log_failure(settlement)
         self._settle(settlement)
+        self._ended(running, False, ended - started)
 
     def _log_preempted(self, running: Running, how: str) -> None:
         self.log.bind(job_id=running.job.id, priority=running.job.priority.name).warning(

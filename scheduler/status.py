@@ -51,6 +51,7 @@ class DaemonStatus:
     counts: dict[str, int]
     memory: MemoryStatus | None = None
     at: float = 0.0
+    breakers: dict[str, str] = field(default_factory=dict)  # task -> open | half_open
 
     @classmethod
     def of(cls, daemon: Daemon) -> DaemonStatus:
@@ -81,7 +82,15 @@ class DaemonStatus:
         local = {priority.name: n for priority, n in daemon.local.counts().items()}
         counts = dict(daemon.counts)
         return cls(
-            daemon.id, os.getpid(), daemon.settings.slot_mode, local, slots, counts, memory, time.time()
+            daemon.id,
+            os.getpid(),
+            daemon.settings.slot_mode,
+            local,
+            slots,
+            counts,
+            memory,
+            time.time(),
+            daemon.breakers.not_closed(),
         )
 
 

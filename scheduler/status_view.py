@@ -38,9 +38,21 @@ def render(overview: dict[str, Any]) -> str:
     for daemon in daemons:
         local = " ".join(f"{p}={n}" for p, n in daemon["local"].items())
         lines.append(f"  {daemon['id']} (pid {daemon['pid']}, {daemon['slot_mode']}) local queue: {local}")
+        memory = daemon.get("memory")
+        if memory:
+            lines.append(
+                f"    memory {memory['level']} {memory['pressure_percent']} %: {memory['used_mb']} of "
+                f"{memory['budget_mb']} MiB ({memory['budget_source']}); "
+                f"daemon RSS {memory['daemon_rss_mb']} MiB"
+            )
         for slot in daemon["slots"]:
             doing = (
                 f"{slot['task']} job {slot['job_id']} for {slot['running_s']} s" if slot["job_id"] else "idle"
             )
-            lines.append(f"    slot {slot['index']} (pid {slot['pid']}): {doing}")
+            rss = f", RSS {slot['rss_mb']} MiB" if slot.get("rss_mb") is not None else ""
+            lines.append(f"    slot {slot['index']} (pid {slot['pid']}{rss}): {doing}")
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(daemon["counts"].items()) if v)
+        lines.append(f"    since start: {counts or 'nothing yet'}")
+        for task, circuit in sorted(daemon.get("breakers", {}).items()):
+            lines.append(f"    circuit breaker {circuit}: {task}")
     return "\n".join(lines)

@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     preempt_grace_s: float = Field(
         default=2.0, gt=0, description="How long a preempted job has to checkpoint before it is killed."
     )
+    breaker_failures: int = Field(
+        default=3, ge=1, description="Failures of one task within breaker_window_s that open its breaker."
+    )
+    breaker_window_s: float = Field(default=60.0, gt=0, description="The window those failures count in.")
+    breaker_cooldown_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an open breaker defers its task's jobs before one trial job runs.",
+    )
     statsd_url: str | None = Field(
         default=None,
         description="StatsD server to send metrics to, as udp://host:port. Unset: no metrics.",

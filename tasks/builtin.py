@@ -142,3 +142,11 @@ def kill_self() -> None:
 def segfault() -> None:
     """Dereferences a NULL pointer: a job that crashes its slot with SIGSEGV."""
     ctypes.string_at(0)
+
+
+@task()
+def fail_while(path: str) -> str:
+    """Fails while the file at `path` exists, then succeeds: a flaky dependency, for breaker tests."""
+    if os.path.exists(path):
+        raise RuntimeError(f"{path} exists: the dependency is down")
+    return "ok"

@@ -12,14 +12,15 @@
 -- ARGV[1..9]: now (unix s), now (RQ ISO text), worker name, jobs to claim, execution-id prefix,
 --   first execution counter, default timeout (s), lease slack (s), number of settlements S;
 --   then S x 5 settlement values: the text fields joined by "\31" (outcome (finished|failed|retry|
---   put_back|preempted|skipped|shed), priority index, execution id, started_at (ISO), ended_at (ISO),
+--   put_back|preempted|skipped|shed|deferred), priority index, execution id, started_at (ISO), ended_at (ISO),
 --   started (unix s), ended (unix s), ttl (s, -1 = forever)), then job id, payload, exc_info, extra;
 --   one packed argument instead of eight cuts the client's encoding work per job. In order:
 --   outcome, job id, priority index,
 --   execution id, started_at (ISO), ended_at (ISO), started (unix s), ended (unix s), ttl (s, -1 =
 --   forever), payload (base64 return value or base64 zlib exception text), exc_info (zlib text),
 --   extra: for retry "<retries left>:<unix s to run at, 0 = now>:<1 at front|0>"; for preempted the
---   checkpoint to resume from ("" for none); for skipped and shed the pressure level;
+--   checkpoint to resume from ("" for none); for skipped and shed the pressure level; for deferred
+--   the unix time to run at;
 --   then how many queues the claim may take from (4: all; 1: P0 only, under memory pressure).
 -- The job-hash fields returned for each claimed job are written into this source when it is loaded
 -- (the `fields` table below; see scheduler.payload.FIELDS), so they are not sent with every call.
@@ -120,6 +121,9 @@ for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
     end
   else -- put_back: not run, or stopped part-way: the front of its queue
     redis.call('HSET', key, 'status', 'queued')
+  elseif outcome == 'deferred' then -- its task's circuit breaker is open: scheduled until it may run
+    redis.call('HSET', key, 'status', 'scheduled', 'asched_reason', a[10])
+    push(zadds, KEYS[base + 5], a[11], id)
     redis.call('LPUSH', KEYS[base + 1], id)
   end
 end
