@@ -31,6 +31,7 @@ from scheduler.metrics import Metrics
 from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
 from scheduler.notify import Notifier
 from scheduler.payload import decode_call, decode_options, past_deadline
+from scheduler.periodic import Periodic, marked_heartbeat
 from scheduler.policy import (
     Fate,
     Preempt,
@@ -98,6 +99,8 @@ class Daemon:
             settings.breaker_failures, settings.breaker_window_s, settings.breaker_cooldown_s
         )
         self.breakers = Breakers(rules, self.metrics)
+        self.periodic: Periodic | None = None  # made at start-up, once the allowlist is imported
+        self._next_periodic: float | None = None
         self.stop_requested = False
         self.force_stop = False
         self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"resumed": 0, "dropped": 0}
@@ -126,6 +129,14 @@ class Daemon:
                 importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
             except ImportError as exc:
                 raise StartupError(f"allowed module {module!r} cannot be imported: {exc}") from None
+        self.periodic = Periodic(
+            self.client,
+            self.settings.periodic,
+            self.settings.queues,
+            self.metrics,
+            self.settings.allowed_modules,
+        )
+        self._next_periodic = self.periodic.next_due()
         release_daemon_memory()  # collect and trim first: fewer pages to share, none of them garbage
         gc.freeze()  # forked slots then share the daemon's heap instead of copying it on collection
         self.pool.start()
@@ -163,6 +174,10 @@ class Daemon:
             self._govern(now_mono)
         self.pool.reap_timeouts(now_mono)
         self._exchange(now)
+        if self._next_periodic is not None and now >= self._next_periodic and not self.stop_requested:
+            assert self.periodic is not None
+            self.periodic.fire_due(now, self.governor.level)
+            self._next_periodic = self.periodic.next_due()
         if now >= self._next_housekeeping:
             self._housekeeping(now)
         return self.stop_requested and (self.force_stop or not any(slot.busy for slot in self.pool.slots))
@@ -431,7 +446,10 @@ class Daemon:
         """The policy's fate for a local job at the current level."""
         level = self.governor.level
         late = level == Level.EMERGENCY and past_deadline(job.fields, now)  # the deadline only counts there
-        return fate(level, job.priority, bool(task and task.heartbeat), late)
+        heartbeat = bool(task and task.heartbeat) or (
+            level >= Level.ELEVATED and marked_heartbeat(job.fields)
+        )
+        return fate(level, job.priority, heartbeat, late)
 
     def _peek_call(self, job: ClaimedJob) -> Call | None:
         """The job's call if its payload is fine (a bad payload is dealt with when it would start)."""

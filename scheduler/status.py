@@ -81,6 +81,8 @@ class DaemonStatus:
             )
         local = {priority.name: n for priority, n in daemon.local.counts().items()}
         counts = dict(daemon.counts)
+        if daemon.periodic is not None:
+            counts |= {f"periodic_{name}": n for name, n in daemon.periodic.counts.items()}
         return cls(
             daemon.id,
             os.getpid(),

@@ -8,6 +8,6 @@ A wrong value raises `SettingsError` with one line naming the setting, the value
 from __future__ import annotations
 
 from settings.load import SettingsError, load_settings
-from settings.model import ENV_PREFIX, Settings
+from settings.model import ENV_PREFIX, PeriodicJob, Settings
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
+__all__ = ["ENV_PREFIX", "PeriodicJob", "Settings", "SettingsError", "load_settings"]

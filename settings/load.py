@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
+from pydantic_settings import SettingsError as SourceError
 
 from settings.model import ENV_PREFIX, Settings
 
@@ -30,6 +31,11 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
         return _with_toml(path)(**overrides)
     except ValidationError as exc:
         raise SettingsError(describe(exc)) from None
+    except SourceError as exc:  # a list or table setting whose environment value is not JSON
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        raise SettingsError(
+            f"invalid setting {field} ({ENV_PREFIX}{field.upper()}): not valid JSON ({exc.__cause__})"
+        ) from None
 
 
 def describe(exc: ValidationError) -> str:
@@ -41,8 +47,9 @@ def describe(exc: ValidationError) -> str:
         shown = "<hidden>" if "redis_url" in name else repr(value)
         if error["type"] == "extra_forbidden":
             lines.append(f"unknown setting {name!r} (see the configuration table in README.md)")
-        elif isinstance(value, dict):
-            lines.append(f"invalid settings: {error['msg']}")
+        elif isinstance(value, dict):  # a rule across fields, or across the fields of one table
+            where = "settings" if name == "settings" else f"setting {name}"
+            lines.append(f"invalid {where}: {error['msg']}")
         else:
             lines.append(f"invalid setting {name} ({ENV_PREFIX}{name.upper()}) = {shown}: {error['msg']}")
     return "; ".join(lines)

@@ -7,14 +7,44 @@ description is user-facing documentation: say what it does and why one would cha
 from __future__ import annotations
 
 import re
+from datetime import UTC
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ASCHED_"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class PeriodicJob(BaseModel):
+    """One periodic job: a task enqueued on an interval or a cron schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Unique name (dedup key, job ids).")
+    task: str = Field(min_length=1, description="Registered task name or allowlisted module.function.")
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    priority: Literal["P0", "P1", "P2", "P3"] = "P3"
+    every_s: float | None = Field(default=None, ge=1, description="Interval, aligned to the Unix epoch.")
+    cron: str | None = Field(default=None, description="Crontab expression (UTC), e.g. '*/5 * * * *'.")
+    heartbeat: bool | None = Field(
+        default=None, description="Skipped under memory pressure; unset: the task's own @task flag."
+    )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> PeriodicJob:
+        if (self.every_s is None) == (self.cron is None):
+            raise ValueError(f"periodic job {self.name!r}: give exactly one of every_s and cron")
+        if self.cron is not None:
+            try:
+                CronTrigger.from_crontab(self.cron, timezone=UTC)
+            except ValueError as exc:
+                raise ValueError(f"periodic job {self.name!r}: cron {self.cron!r}: {exc}") from None
+        return self
 
 
 class Settings(BaseSettings):
@@ -112,6 +142,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long an open breaker defers its task's jobs before one trial job runs.",
     )
+    periodic: tuple[PeriodicJob, ...] = Field(
+        default=(),
+        description="Periodic jobs ([[periodic]] tables in the config file; JSON in the environment): "
+        "name, task, args, kwargs, priority, every_s or cron, heartbeat. Each tick is enqueued once "
+        "across all daemons; ticks missed while no daemon ran are not made up.",
+    )
     statsd_url: str | None = Field(
         default=None,
         description="StatsD server to send metrics to, as udp://host:port. Unset: no metrics.",
@@ -148,6 +184,14 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[A-Za-z0-9_{}-]+(\.[A-Za-z0-9_{}-]+)*", prefix):
             raise ValueError("must be dot-separated names of letters, digits, '_' or '-' (and {host})")
         return prefix
+
+    @field_validator("periodic")
+    @classmethod
+    def _unique_periodic_names(cls, jobs: tuple[PeriodicJob, ...]) -> tuple[PeriodicJob, ...]:
+        names = [job.name for job in jobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"periodic job names must be unique: {names}")
+        return jobs
 
     @field_validator("queues")
     @classmethod

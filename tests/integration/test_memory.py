@@ -66,6 +66,27 @@ def test_heartbeats_are_skipped_at_70_percent_and_run_again_when_it_falls(
     assert client.zcard("rq:canceled:p3") == 3
 
 
+def test_a_periodic_heartbeat_is_skipped_and_counted_above_70_percent(
+    client: redis.Redis, redis_url: str
+) -> None:
+    beat = json.dumps([{"name": "beat", "task": "heartbeat", "every_s": 1}])
+    with running_daemon(redis_url, env={**SMALL_BUDGET, "ASCHED_PERIODIC": beat}) as daemon:
+        # Given periodic heartbeats running, then a job holding 170 MiB of 286 for four seconds
+        wait_until(lambda: client.zcard("rq:finished:p3") >= 1)
+        hog = queue(client, 1).enqueue("tasks.builtin.allocate", 170, 4.0)
+        wait_until(lambda: "memory pressure NORMAL -> ELEVATED" in daemon.output())
+        enqueued_before = len(client.keys("rq:job:periodic-beat-*"))
+        # When ticks come while ELEVATED, then they are skipped: counted, logged, not enqueued
+        wait_until(lambda: (daemon_status(client) or {}).get("counts", {}).get("periodic_skipped", 0) >= 2)
+        assert "periodic heartbeat beat skipped: memory pressure ELEVATED" in daemon.output()
+        assert len(client.keys("rq:job:periodic-beat-*")) == enqueued_before
+        # And once the pressure falls, they are enqueued and run again
+        wait_until(lambda: status(client, hog.id) == JobStatus.FINISHED, timeout_s=15)
+        wait_until(lambda: "-> NORMAL" in daemon.output(), timeout_s=10)
+        after = client.zcard("rq:finished:p3")
+        wait_until(lambda: client.zcard("rq:finished:p3") > after, timeout_s=5)
+
+
 def test_a_p3_job_is_preempted_at_85_percent_and_resumes_to_the_right_result(
     client: redis.Redis, redis_url: str
 ) -> None:
