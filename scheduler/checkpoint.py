@@ -35,7 +35,7 @@ def decode(raw: bytes | str | None) -> Any:
     try:
         envelope = json.loads(raw)
         version, state = envelope["v"], envelope["state"]
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise CheckpointError(f"the job's checkpoint is unreadable: {exc!r}") from None
     if version != VERSION:
         raise CheckpointError(

@@ -25,6 +25,7 @@ from settings import Settings
 
 LEASE_SLACK_S = 60  # RQ's own cleanup must not fail our running jobs: keep their score in the future
 CLAIM_STRIDE = 3 + len(FIELDS)
+NOT_OURS = b"!"  # the claim's execution id for a queue entry that is not an RQ job (exchange.lua)
 
 
 def _source(name: str) -> str:
@@ -159,14 +160,26 @@ class Claim:
 def _parse_claim(flat: list[bytes | int]) -> tuple[list[ClaimedJob], list[str]]:
     claimed: list[ClaimedJob] = []
     missing: list[str] = []
+    foreign: list[str] = []
     for i in range(0, len(flat), CLAIM_STRIDE):
-        job_id = flat[i + 1].decode()  # type: ignore[union-attr]
-        execution = flat[i + 2]
+        raw_id, execution = flat[i + 1], flat[i + 2]
+        if execution == NOT_OURS:  # any bytes at all: shown escaped, never decoded strictly
+            foreign.append(repr(raw_id[:80]) + ("..." if len(raw_id) > 80 else ""))  # type: ignore[index, arg-type]
+            missing.append(raw_id.decode("utf-8", "backslashreplace"))  # type: ignore[union-attr]
+            continue
+        job_id = raw_id.decode()  # type: ignore[union-attr]  # an RQ job id: [A-Za-z0-9_-]+
         if not execution:
             missing.append(job_id)
             continue
         fields = dict(zip(FIELDS, flat[i + 3 : i + CLAIM_STRIDE], strict=True))
         claimed.append(ClaimedJob(job_id, Priority(flat[i]), execution.decode(), fields))  # type: ignore[union-attr, arg-type]
+    if foreign:
+        logger.warning(
+            "dropped {} queue entries that are not RQ jobs (an id outside [A-Za-z0-9_-], or a key that is "
+            "not a job hash; left untouched): {}",
+            len(foreign),
+            ", ".join(foreign[:10]),
+        )
     return claimed, missing
 
 

@@ -8,6 +8,7 @@ options the daemon honours. A violation raises `PayloadError` whose text becomes
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import zlib
 from collections.abc import Mapping
@@ -46,6 +47,12 @@ UNSUPPORTED = {
     "webhooks": "webhooks",
 }
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+# An argument nested deeper than this is refused: Python's JSON decoder, pickle (the daemon pickles the
+# call to hand it to a slot) and the slot's result encoder all recurse, and fail near 1,000 levels.
+MAX_NESTING = 100
+CONTAINERS = (list, tuple, dict)
+# A ttl above this (about 68 years) means "forever": larger values overflow Redis' EXPIRE.
+MAX_TTL_S = 2**31 - 1
 
 
 def decode_call(data: bytes | None, serializer: str, allowed_modules: tuple[str, ...]) -> Call:
@@ -71,6 +78,9 @@ def decode_call(data: bytes | None, serializer: str, allowed_modules: tuple[str,
         raise TaskNotAllowed(f"task {func_path!r} is not allowed (allowed: {allowed})")
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         raise PayloadError(f"task {func_path!r}: args must be a list and kwargs an object")
+    shallow = serializer != "pickle" and raw.count(b"[") + raw.count(b"{") <= MAX_NESTING  # fast path
+    if not shallow and _nests_deeper([*args, *kwargs.values()], MAX_NESTING):
+        raise PayloadError(f"task {func_path!r}: an argument nests deeper than {MAX_NESTING} levels")
     return Call(func_path, tuple(args), kwargs)
 
 
@@ -86,13 +96,13 @@ def decode_options(fields: Mapping[str, bytes | None], defaults: JobOptions) -> 
     try:
         return JobOptions(
             timeout_s=_timeout(fields.get("timeout"), defaults.timeout_s),
-            result_ttl_s=_int(fields.get("result_ttl"), defaults.result_ttl_s),
-            failure_ttl_s=_int(fields.get("failure_ttl"), defaults.failure_ttl_s),
+            result_ttl_s=_ttl(fields.get("result_ttl"), defaults.result_ttl_s),
+            failure_ttl_s=_ttl(fields.get("failure_ttl"), defaults.failure_ttl_s),
             retries_left=_int(fields.get("retries_left"), 0),
-            retry_intervals=tuple(json.loads(fields.get("retry_intervals") or b"[]")),
+            retry_intervals=_intervals(fields.get("retry_intervals")),
             retry_at_front=fields.get("enqueue_at_front_on_retry") == b"1",
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise PayloadError(f"malformed RQ option: {exc}") from None
 
 
@@ -107,7 +117,7 @@ def past_deadline(fields: Mapping[str, bytes | None], now: float) -> bool:
         return False
     try:
         deadline = json.loads(raw).get("deadline")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, RecursionError):
         return False
     return isinstance(deadline, int | float) and deadline < now
 
@@ -140,8 +150,10 @@ def _loads_json(raw: bytes) -> Any:
         )
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # also UnicodeDecodeError, and an integer past Python's 4,300 digits
         raise PayloadError(f"payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("payload is not valid JSON: it nests too deep to decode") from None
 
 
 def _loads_pickle(raw: bytes) -> Any:
@@ -155,8 +167,38 @@ def _timeout(value: bytes | None, default: float) -> float:
     if not value:
         return default
     seconds = float(value)
+    if math.isnan(seconds):
+        raise ValueError(f"timeout {value!r} is not a number of seconds")
     return float("inf") if seconds < 0 else seconds
 
 
 def _int(value: bytes | None, default: int) -> int:
     return int(value) if value else default
+
+
+def _ttl(value: bytes | None, default: int) -> int:
+    """RQ's ttl: -1 (or any negative) keeps forever, 0 deletes at once; past MAX_TTL_S is forever too."""
+    seconds = _int(value, default)
+    return -1 if seconds > MAX_TTL_S else seconds
+
+
+def _intervals(value: bytes | None) -> tuple[int, ...]:
+    intervals = json.loads(value or b"[]")
+    if not isinstance(intervals, list) or not all(
+        isinstance(i, int | float) and not isinstance(i, bool) and 0 <= i < math.inf for i in intervals
+    ):
+        raise ValueError(f"retry_intervals must be a list of seconds, got {value[:100]!r}")  # type: ignore[index]
+    return tuple(int(i) for i in intervals)
+
+
+def _nests_deeper(values: list[Any], limit: int) -> bool:
+    """Whether any list or object in `values` holds containers more than `limit` levels deep."""
+    stack = [(value, 1) for value in values if isinstance(value, CONTAINERS)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, CONTAINERS):
+                stack.append((child, depth + 1))
+    return False

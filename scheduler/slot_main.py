@@ -71,7 +71,7 @@ def run(
         sdk.enter(None)
     try:
         payload = dumps(value)
-    except (TypeError, ValueError, pickle.PicklingError) as exc:
+    except (TypeError, ValueError, RecursionError, pickle.PicklingError) as exc:
         reason = f"the return value of {func_path} cannot be serialized: {exc}"
         return job_id, "error", reason, started_at, time.time()
     return job_id, "ok", payload, started_at, time.time()

@@ -26,7 +26,9 @@
 -- (the `fields` table below; see scheduler.payload.FIELDS), so they are not sent with every call.
 -- Returns {ids of settled jobs whose dependents wait, flat claim list, emptied}; the claim list holds,
 --   per job: priority index, job id, execution id ("" when the job hash is gone: RQ drops such ids
---   too), the job's timeout, then one value per requested field. `emptied` has one character per
+--   too; "!" when the entry is not ours: not an RQ job id (RQ allows [A-Za-z0-9_-]), or its key holds
+--   another type than a hash; such entries are dropped and their keys left untouched), the job's
+--   timeout, then one value per requested field. `emptied` has one character per
 --   queue, "1" where this claim found the queue empty (popped fewer ids than it asked for).
 local now, iso, worker = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local STRIDE = 5
@@ -119,11 +121,11 @@ for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
     else
       push(zadds, KEYS[26], now, id)
     end
-  else -- put_back: not run, or stopped part-way: the front of its queue
-    redis.call('HSET', key, 'status', 'queued')
   elseif outcome == 'deferred' then -- its task's circuit breaker is open: scheduled until it may run
     redis.call('HSET', key, 'status', 'scheduled', 'asched_reason', a[10])
     push(zadds, KEYS[base + 5], a[11], id)
+  else -- put_back: not run, or stopped part-way: the front of its queue
+    redis.call('HSET', key, 'status', 'queued')
     redis.call('LPUSH', KEYS[base + 1], id)
   end
 end
@@ -153,10 +155,17 @@ for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
     local members = {}
     for _, id in ipairs(ids) do
       local key = 'rq:job:' .. id
-      local values = redis.call('HMGET', key, 'status', 'ttl', 'timeout', unpack(fields))
+      local values = nil
+      if string.find(id, '^[%w_%-]+$') then
+        values = redis.pcall('HMGET', key, 'status', 'ttl', 'timeout', unpack(fields))
+        if values.err then values = nil end -- not a hash: another application's key
+      end
       claimed[#claimed + 1] = qi
       claimed[#claimed + 1] = id
-      if not values[1] then
+      if not values then
+        claimed[#claimed + 1] = '!'
+        for _ = 0, #fields do claimed[#claimed + 1] = '' end
+      elseif not values[1] and redis.call('EXISTS', key) == 0 then
         claimed[#claimed + 1] = ''
       else
         local execution = ARGV[5] .. counter
@@ -170,7 +179,9 @@ for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
         members[#members + 1] = id .. ':' .. execution
         claimed[#claimed + 1] = execution
       end
-      for j = 3, #values do claimed[#claimed + 1] = values[j] or '' end
+      if values then
+        for j = 3, #values do claimed[#claimed + 1] = values[j] or '' end
+      end
     end
     if #members > 0 then redis.call('ZADD', KEYS[PER * qi + 2], unpack(members)) end
     n = n - #ids

@@ -7,7 +7,7 @@ for qi = 1, 4 do
   local due = redis.call('ZRANGEBYSCORE', KEYS[qi], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
   for _, id in ipairs(due) do
     redis.call('ZREM', KEYS[qi], id)
-    if redis.call('EXISTS', 'rq:job:' .. id) == 1 then
+    if redis.call('TYPE', 'rq:job:' .. id).ok == 'hash' then -- a key of another type is not a job
       redis.call('HSET', 'rq:job:' .. id, 'status', 'queued')
       redis.call('RPUSH', KEYS[4 + qi], id)
       moved = moved + 1

@@ -29,7 +29,7 @@ for qi = 1, 4 do
     local daemon = execution and string.match(execution, '^([^.]+)%.%d+$')
     if daemon and reclaimable(daemon, execution) then
       redis.call('ZREM', KEYS[4 + qi], entry)
-      if redis.call('HGET', 'rq:job:' .. id, 'status') == 'started' then
+      if redis.pcall('HGET', 'rq:job:' .. id, 'status') == 'started' then -- pcall: may not be a hash
         redis.call('HSET', 'rq:job:' .. id, 'status', 'queued')
         redis.call('LPUSH', KEYS[qi], id)
         recovered[#recovered + 1] = id
