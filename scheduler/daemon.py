@@ -503,6 +503,8 @@ class Daemon:
         moved = self.intake.promote_scheduled(now)
         if moved:
             self.log.debug("moved {} scheduled jobs into their queues", moved)
+        for index in self._empty - self._arrived:
+            self._arm(index)  # a watch that could not be set (Redis refused or was away) is set again
 
     def _reconcile(self) -> None:
         held = [job.execution_id for job in self.local]
