@@ -150,3 +150,19 @@ def fail_while(path: str) -> str:
     if os.path.exists(path):
         raise RuntimeError(f"{path} exists: the dependency is down")
     return "ok"
+
+
+@task()
+def reserve(megabytes: int, hold_s: float = 1.0) -> int:
+    """Mallocs `megabytes` MB without touching them (calloc), holds them `hold_s`, frees them.
+
+    RSS hardly moves; malloc's count does: a job whose memory the heap reading sees before RSS.
+    """
+    libc = ctypes.CDLL(None)
+    libc.calloc.restype = ctypes.c_void_p
+    block = libc.calloc(megabytes, 1024 * 1024)
+    try:
+        time.sleep(hold_s)
+    finally:
+        libc.free(ctypes.c_void_p(block))
+    return megabytes
