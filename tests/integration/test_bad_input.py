@@ -331,7 +331,7 @@ def invalid_utf8(draw: st.DrawFn) -> Case:
 @st.composite
 def huge_argument(draw: st.DrawFn) -> Case:
     size = draw(st.sampled_from([10 * MB, 10 * MB, MB]))
-    shape = draw(st.sampled_from(["str", "list", "big int", "deep"]))
+    shape = draw(st.sampled_from(["str", "list", "big int"]))  # deep ones: deep_nesting
     func = draw(funcs)
     if shape == "str":
         arg: Any = "x" * size
@@ -341,12 +341,8 @@ def huge_argument(draw: st.DrawFn) -> Case:
         digits = b"9" * draw(st.sampled_from([4301, 5000, 100_000]))
         data = b'["' + func.encode() + b'", null, [' + digits + b"], {}]"
         return Case("huge argument", draw(queues), rq_hash(zlib.compress(data)), reason=PAYLOAD)
-    else:
-        arg = nested(draw(st.sampled_from([101, 500, 900, 990])))
     case = Case("huge argument", draw(queues), rq_hash(rq_payload(func, args=[arg], compress=draw(compress))))
-    if shape == "deep":
-        case.reason = "nests deeper than"
-    elif func == "tasks.builtin.echo":
+    if func == "tasks.builtin.echo":
         case.ends, case.result = frozenset({"finished"}), arg
     else:
         case.reason = RAISED
@@ -355,7 +351,7 @@ def huge_argument(draw: st.DrawFn) -> Case:
 
 @st.composite
 def deep_nesting(draw: st.DrawFn) -> Case:
-    depth = draw(st.sampled_from([100, 101, 999, 1000, 5000, 100_000]))
+    depth = draw(st.sampled_from([100, 101, 500, 900, 990, 999, 1000, 5000, 100_000]))
     where = draw(st.sampled_from(["payload", "args", "kwargs", "checkpoint", "meta", "retry_intervals"]))
     q = draw(queues)
     if where in ("checkpoint", "meta", "retry_intervals"):
