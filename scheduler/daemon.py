@@ -557,10 +557,14 @@ class Daemon:
                 "memory.used_bytes": sample.used,
                 "memory.budget_bytes": sample.budget,
                 "memory.daemon.rss_bytes": sample.daemon_rss,
+                "memory.heap_bytes": sample.heap,
+                "memory.daemon.heap_bytes": sample.daemon_heap,
             }
             for index, rss in sample.slot_rss.items():
                 gauges[f"memory.slot.{index}.rss_bytes"] = rss
                 gauges[f"memory.slot.{index}.growth_bytes"] = sample.slot_growth.get(index, 0)
+            for index, heap in sample.slot_heap.items():
+                gauges[f"memory.slot.{index}.heap_bytes"] = heap
         return gauges
 
     def _status(self) -> DaemonStatus:

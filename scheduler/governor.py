@@ -60,11 +60,13 @@ class Governor:
         if self.state.level == before:
             return False
         logger.bind(level=self.state.level.name, pressure=round(self.sample.percent, 1)).warning(
-            "memory pressure {} -> {} at {:.1f} % ({:.0f} of {:.0f} MiB; slots grew {})",
+            "memory pressure {} -> {} at {:.1f} % (used {:.0f} MiB, heap {:.0f} MiB, of {:.0f} MiB; "
+            "slots grew {})",
             before.name,
             self.state.level.name,
             self.sample.percent,
             self.sample.used / MIB,
+            self.sample.heap / MIB,
             self.sample.budget / MIB,
             {i: f"{b / MIB:.0f} MiB" for i, b in self.sample.slot_growth.items()},
         )

@@ -6,10 +6,11 @@ RAM. Use: the daemon's RSS plus, for each slot, what its RSS grew by since it wa
 Slots are forked from the daemon and share its pages, so adding their whole RSS would count those
 pages three times; their growth is what their jobs added. When the budget is a cgroup limit, the
 cgroup's own usage (minus reclaimable page cache) is taken too, and the larger of the two counts.
+The heap is counted the same way: the daemon's malloc in use plus each slot's growth (`heap`).
 
-    pressure % = 100 * used / budget
+    pressure % = 100 * max(used, heap) / budget
 
-Each reading costs a few /proc reads (about 25 µs per process with psutil).
+Each reading costs a few /proc reads (about 25 µs per process with psutil) and a µs per heap.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from scheduler.heap import HeapCell, malloc_in_use
 
 UNLIMITED = 1 << 62  # cgroup v1 writes 9223372036854771712 for "no limit"
 
@@ -33,10 +36,13 @@ class MemorySample:
     slot_growth: dict[int, int] = field(default_factory=dict)  # slot index -> RSS added by its job
     slot_rss: dict[int, int] = field(default_factory=dict)  # slot index -> RSS
     budget_source: str = "settings"
+    heap: int = 0  # the daemon's malloc in use plus what each slot's grew by
+    daemon_heap: int = 0
+    slot_heap: dict[int, int] = field(default_factory=dict)  # slot index -> malloc in use
 
     @property
     def percent(self) -> float:
-        return 100.0 * self.used / self.budget
+        return 100.0 * max(self.used, self.heap) / self.budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +101,8 @@ class Monitor:
     def __init__(self, budget_bytes: int | None) -> None:
         self._daemon = psutil.Process()
         self._cgroup = _own_cgroup()
-        self._slots: dict[int, tuple[int, psutil.Process, int]] = {}  # index -> (pid, process, base rss)
+        self._slots: dict[int, tuple[psutil.Process, int, HeapCell | None, int]] = {}
+        # slot index -> (process, base RSS, heap cell, base heap): bases are read when the slot is ready
         cgroup_limit = parse_limit(self._cgroup.limit.read_text()) if self._cgroup else None
         if budget_bytes:
             self.budget, self.budget_source = budget_bytes, "settings"
@@ -105,28 +112,37 @@ class Monitor:
             self.budget, self.budget_source = psutil.virtual_memory().total, "host RAM"
         self._use_cgroup = self.budget_source.startswith("cgroup")
 
-    def track(self, index: int, pid: int) -> None:
-        """Start reading slot `index` (process `pid`, just ready: its RSS now is its base)."""
+    def track(self, index: int, pid: int, heap: HeapCell | None = None) -> None:
+        """Start reading slot `index` (process `pid`, just ready: its RSS and heap now are its base)."""
         try:
             process = psutil.Process(pid)
-            self._slots[index] = (pid, process, process.memory_info().rss)
+            base_heap = heap.read() if heap is not None else 0
+            self._slots[index] = (process, process.memory_info().rss, heap, base_heap)
         except psutil.NoSuchProcess:
             self._slots.pop(index, None)
 
     def sample(self) -> MemorySample:
         daemon_rss = self._daemon.memory_info().rss
+        daemon_heap = malloc_in_use()
         growth: dict[int, int] = {}
         rss: dict[int, int] = {}
-        for index, (_, process, base) in list(self._slots.items()):
+        slot_heap: dict[int, int] = {}
+        heap = daemon_heap
+        for index, (process, base, cell, base_heap) in list(self._slots.items()):
             try:
                 rss[index] = process.memory_info().rss
             except psutil.NoSuchProcess:
                 continue
             growth[index] = max(0, rss[index] - base)
+            if cell is not None:
+                slot_heap[index] = cell.read()
+                heap += max(0, slot_heap[index] - base_heap)
         used = daemon_rss + sum(growth.values())
         if self._use_cgroup and self._cgroup is not None:
             used = max(used, self._cgroup_usage(self._cgroup))
-        return MemorySample(used, self.budget, daemon_rss, growth, rss, self.budget_source)
+        return MemorySample(
+            used, self.budget, daemon_rss, growth, rss, self.budget_source, heap, daemon_heap, slot_heap
+        )
 
     @staticmethod
     def _cgroup_usage(files: CgroupFiles) -> int:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from scheduler.heap import HeapCell, start_sampler
 from tasks import sdk
 
 # Messages, daemon -> slot: (job_id, func_path, args, kwargs, resume_state), or None to exit.
@@ -32,7 +33,13 @@ PR_SET_PDEATHSIG = 1
 PROTOCOL = pickle.HIGHEST_PROTOCOL  # the pipe's framing; both ends run the same Python
 
 
-def serve(conn: Connection, serializer: str, one_job: bool) -> None:
+def serve(
+    conn: Connection,
+    serializer: str,
+    one_job: bool,
+    heap: HeapCell | None = None,
+    heap_interval_s: float = 0.1,
+) -> None:
     """Run calls from `conn` until told to stop (or after one call when `one_job`)."""
     os.setpgrp()
     _die_with_parent()
@@ -44,6 +51,8 @@ def serve(conn: Connection, serializer: str, one_job: bool) -> None:
     def send(message: tuple[Any, ...]) -> None:
         conn.send_bytes(pickle.dumps(message, PROTOCOL))
 
+    if heap is not None:
+        start_sampler(heap, heap_interval_s)  # before "ready": the daemon takes its first reading as the base
     send(("ready", os.getpid()))
     while (message := pickle.loads(conn.recv_bytes())) is not None:
         send(run(message, dumps, send))

@@ -44,7 +44,7 @@ class SlotPool:
         self.slots = [self._new_slot(i) for i in range(self.settings.slots)]
         for slot in self.slots:
             if slot.wait_ready():
-                self._monitor.track(slot.index, slot.pid)
+                self._monitor.track(slot.index, slot.pid, slot.heap)
 
     def free(self) -> list[Slot]:
         """Slots that are ready and have no job."""
@@ -117,7 +117,7 @@ class SlotPool:
         except (EOFError, OSError):
             return  # the slot died; its pidfd says so and `_on_exit` settles the job
         if message is None:
-            self._monitor.track(slot.index, slot.pid)  # ready: its RSS now is its base
+            self._monitor.track(slot.index, slot.pid, slot.heap)  # ready: its RSS now is its base
         elif message[0] == "checkpoint":
             if slot.running is not None and slot.running.job.id == message[1]:
                 slot.running.checkpoint = checkpoint.encode(message[2])
@@ -162,7 +162,8 @@ class SlotPool:
     # --- slot processes --------------------------------------------------------------------------
 
     def _new_slot(self, index: int) -> Slot:
-        slot = Slot(index, self.settings.serializer, one_job=self.settings.slot_mode == "fresh")
+        one_job = self.settings.slot_mode == "fresh"
+        slot = Slot(index, self.settings.serializer, one_job, self.settings.sample_interval_s)
         message_fd, exit_fd = slot.fds
         self._poller.add(message_fd, lambda: self._on_message(slot))
         self._poller.add(exit_fd, lambda: self._on_exit(slot))

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
 from scheduler import slot_main
+from scheduler.heap import HeapCell
 from scheduler.model import Call, ClaimedJob, JobOptions
 from scheduler.slot_main import PROTOCOL
 from tasks.registry import TaskInfo
@@ -50,7 +51,7 @@ class Running:
 class Slot:
     """One slot process and the job it runs (at most one)."""
 
-    def __init__(self, index: int, serializer: str, one_job: bool) -> None:
+    def __init__(self, index: int, serializer: str, one_job: bool, heap_interval_s: float = 0.1) -> None:
         self.index = index
         self.running: Running | None = None
         self.started_mono = time.monotonic()
@@ -58,7 +59,8 @@ class Slot:
         self.start_ms: float | None = None  # from the fork to the slot's "ready" message
         self.exitcode: int | None = None
         self.conn, child_conn = Pipe(duplex=True)
-        self.pid = _fork_slot(child_conn, serializer, one_job)
+        self.heap = HeapCell()  # the slot writes its malloc reading here (scheduler.heap)
+        self.pid = _fork_slot(child_conn, serializer, one_job, self.heap, heap_interval_s)
         child_conn.close()
         self.pidfd = os.pidfd_open(self.pid)
 
@@ -141,11 +143,14 @@ class Slot:
 
     def _close(self) -> None:
         self.conn.close()
+        self.heap.close()
         with contextlib.suppress(OSError):
             os.close(self.pidfd)
 
 
-def _fork_slot(conn: Connection, serializer: str, one_job: bool) -> int:
+def _fork_slot(
+    conn: Connection, serializer: str, one_job: bool, heap: HeapCell, heap_interval_s: float
+) -> int:
     """Fork a slot process running `slot_main.serve` on `conn`; returns its pid (in the daemon)."""
     pid = os.fork()
     if pid:
@@ -155,7 +160,7 @@ def _fork_slot(conn: Connection, serializer: str, one_job: bool) -> int:
         keep = conn.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
-        slot_main.serve(conn, serializer, one_job)
+        slot_main.serve(conn, serializer, one_job, heap, heap_interval_s)
     except BaseException:  # the slot must never return into the daemon's code
         code = 70
     finally:

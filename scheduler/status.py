@@ -29,6 +29,7 @@ class SlotStatus:
     running_s: float | None
     rss_mb: float | None = None
     job_grew_mb: float | None = None  # RSS the running job added since the slot was ready
+    heap_mb: float | None = None  # the slot's malloc in use
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class MemoryStatus:
     budget_mb: float
     budget_source: str
     daemon_rss_mb: float
+    heap_mb: float = 0.0  # daemon's malloc in use + each slot's growth: the other half of the formula
+    daemon_heap_mb: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class DaemonStatus:
                 round(now_mono - slot.running.started_mono, 3) if slot.running else None,
                 _mb(sample.slot_rss.get(slot.index)) if sample else None,
                 _mb(sample.slot_growth.get(slot.index)) if sample else None,
+                _mb(sample.slot_heap.get(slot.index)) if sample else None,
             )
             for slot in daemon.pool.slots
         ]
@@ -78,6 +82,8 @@ class DaemonStatus:
                 _mb(sample.budget) or 0.0,
                 sample.budget_source,
                 _mb(sample.daemon_rss) or 0.0,
+                _mb(sample.heap) or 0.0,
+                _mb(sample.daemon_heap) or 0.0,
             )
         local = {priority.name: n for priority, n in daemon.local.counts().items()}
         counts = dict(daemon.counts)

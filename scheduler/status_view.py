@@ -43,13 +43,14 @@ def render(overview: dict[str, Any]) -> str:
             lines.append(
                 f"    memory {memory['level']} {memory['pressure_percent']} %: {memory['used_mb']} of "
                 f"{memory['budget_mb']} MiB ({memory['budget_source']}); "
-                f"daemon RSS {memory['daemon_rss_mb']} MiB"
+                f"daemon RSS {memory['daemon_rss_mb']} MiB, heap {memory.get('daemon_heap_mb')} MiB"
             )
         for slot in daemon["slots"]:
             doing = (
                 f"{slot['task']} job {slot['job_id']} for {slot['running_s']} s" if slot["job_id"] else "idle"
             )
             rss = f", RSS {slot['rss_mb']} MiB" if slot.get("rss_mb") is not None else ""
+            rss += f", heap {slot['heap_mb']} MiB" if slot.get("heap_mb") is not None else ""
             lines.append(f"    slot {slot['index']} (pid {slot['pid']}{rss}): {doing}")
         counts = ", ".join(f"{k} {v}" for k, v in sorted(daemon["counts"].items()) if v)
         lines.append(f"    since start: {counts or 'nothing yet'}")

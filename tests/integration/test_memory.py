@@ -87,6 +87,19 @@ def test_a_periodic_heartbeat_is_skipped_and_counted_above_70_percent(
         wait_until(lambda: client.zcard("rq:finished:p3") > after, timeout_s=5)
 
 
+def test_the_heap_reading_sees_memory_a_job_reserved_but_never_touched(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given a job that callocs 250 MiB of the 286 MiB budget and leaves the pages untouched (RSS flat)
+    with running_daemon(redis_url, env=SMALL_BUDGET) as daemon:
+        job = queue(client, 1).enqueue("tasks.builtin.reserve", 250, 2.0)
+        # Then the level rises on the heap reading alone, and the status shows the slot's heap
+        wait_until(lambda: "memory pressure NORMAL -> HIGH" in daemon.output(), timeout_s=5)
+        slots = wait_until(lambda: [s for s in daemon_status(client)["slots"] if (s["heap_mb"] or 0) >= 250])
+        assert (slots[0]["job_grew_mb"] or 0) < 50, slots  # while RSS hardly moved
+        wait_until(lambda: status(client, job.id) == JobStatus.FINISHED, timeout_s=10)
+
+
 def test_a_p3_job_is_preempted_at_85_percent_and_resumes_to_the_right_result(
     client: redis.Redis, redis_url: str
 ) -> None:
