@@ -265,11 +265,15 @@ class Daemon:
         return views
 
     def _make_room_for_p0(self, now_mono: float) -> None:
-        """Every slot busy and a P0 job at the head of the local queue: preempt a resumable lower one."""
+        """Every slot busy and a P0 job at the head of the local queue: open the P0 lane, or, when it is
+        busy too (or off), preempt a resumable lower job."""
         if not len(self.local) or self.local.head_priority() != Priority.P0:
             return  # checked first: this runs on every tick of a busy drain
         if not all(slot.busy for slot in self.pool.slots):
             return  # a slot is free, or starting (a replacement not yet ready): it will take the job
+        if self.settings.p0_lane and self.pool.lane is None:
+            self.pool.open_lane(now_mono)
+            return
         yielding = any(r.preempt_deadline is not None for r in self.pool.running())
         action = make_room_for(Priority.P0, self._running_views(), yielding)
         if action is not None:
@@ -301,7 +305,7 @@ class Daemon:
         """How many jobs a claim may take now: local room plus one per free slot."""
         if self.stop_requested:
             return 0
-        return self.local.room + sum(1 for slot in self.pool.slots if not slot.busy and slot.ready)
+        return self.local.room + len(self.pool.free())
 
     def _send_exchange(self, now: float) -> None:
         want = self._claimable()
@@ -368,7 +372,7 @@ class Daemon:
             return True
         if len(self._empty - self._arrived) == len(self.intake.queue_keys):
             return False  # every queue was empty at the last claim, and none got a job since
-        hungry = any(not slot.busy and slot.ready for slot in self.pool.slots) and not len(self.local)
+        hungry = not len(self.local) and bool(self.pool.free())
         return hungry or self.local.room >= REFILL_AT
 
     def _feed_slots(self, now: float, now_mono: float) -> None:
@@ -377,6 +381,10 @@ class Daemon:
             return
         for slot in self.pool.slots:
             while not slot.busy and slot.ready and len(self.local):
+                if self.pool.is_lane(slot):
+                    if self.local.head_priority() != Priority.P0:
+                        break
+                    self.pool.lane_used(now_mono)
                 if not self._start(slot, now, now_mono):
                     return
 
@@ -494,6 +502,7 @@ class Daemon:
     def _housekeeping(self, now: float) -> None:
         self._next_housekeeping = now + HOUSEKEEPING_S
         self.intake.announce()
+        self.pool.close_idle_lane(time.monotonic(), self.settings.p0_lane_idle_s)
         publish(self.client, self._status(), self.settings.lease_ttl_s)
         depths = self.intake.depths()
         if self.metrics.enabled:

@@ -121,6 +121,9 @@ class Monitor:
         except psutil.NoSuchProcess:
             self._slots.pop(index, None)
 
+    def untrack(self, index: int) -> None:
+        self._slots.pop(index, None)
+
     def sample(self) -> MemorySample:
         daemon_rss = self._daemon.memory_info().rss
         daemon_heap = malloc_in_use()

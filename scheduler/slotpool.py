@@ -37,6 +37,7 @@ class SlotPool:
         self._monitor = monitor
         self._settle = settle
         self._ended = ended  # told of every job that finished or failed in a slot, with its run time
+        self._lane_used_mono = 0.0
         self.log = logger
 
     def start(self) -> None:
@@ -47,8 +48,38 @@ class SlotPool:
                 self._monitor.track(slot.index, slot.pid, slot.heap)
 
     def free(self) -> list[Slot]:
-        """Slots that are ready and have no job."""
-        return [slot for slot in self.slots if not slot.busy and slot.ready]
+        """Slots that are ready and have no job (the P0 lane aside: it takes P0 jobs only)."""
+        return [slot for slot in self.slots if not slot.busy and slot.ready and not self.is_lane(slot)]
+
+    # --- the P0 lane: one more slot, for P0 jobs only, open while P0 jobs keep finding every slot busy
+
+    def is_lane(self, slot: Slot) -> bool:
+        return slot.index >= self.settings.slots
+
+    @property
+    def lane(self) -> Slot | None:
+        return self.slots[-1] if len(self.slots) > self.settings.slots else None
+
+    def open_lane(self, now_mono: float) -> None:
+        """Fork the lane (it takes its first P0 job once ready, in a few ms)."""
+        if self.lane is None:
+            self.slots.append(self._new_slot(self.settings.slots))
+            self._lane_used_mono = now_mono
+            self.log.info("P0 lane opened: a P0 job found every slot busy")
+
+    def lane_used(self, now_mono: float) -> None:
+        self._lane_used_mono = now_mono
+
+    def close_idle_lane(self, now_mono: float, idle_s: float) -> None:
+        """Stop the lane once no P0 job has used it for `idle_s`."""
+        lane = self.lane
+        if lane is not None and not lane.busy and now_mono - self._lane_used_mono > idle_s:
+            self.slots.pop()
+            for fd in lane.fds:
+                self._poller.remove(fd)
+            lane.stop()
+            self._monitor.untrack(lane.index)
+            self.log.info("P0 lane closed: unused for {:g} s", idle_s)
 
     def busy(self) -> bool:
         return any(slot.busy for slot in self.slots)

@@ -30,6 +30,7 @@ class SlotStatus:
     rss_mb: float | None = None
     job_grew_mb: float | None = None  # RSS the running job added since the slot was ready
     heap_mb: float | None = None  # the slot's malloc in use
+    p0_lane: bool = False  # the extra slot for P0 jobs only
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class DaemonStatus:
                 _mb(sample.slot_rss.get(slot.index)) if sample else None,
                 _mb(sample.slot_growth.get(slot.index)) if sample else None,
                 _mb(sample.slot_heap.get(slot.index)) if sample else None,
+                daemon.pool.is_lane(slot),
             )
             for slot in daemon.pool.slots
         ]

@@ -51,7 +51,8 @@ def render(overview: dict[str, Any]) -> str:
             )
             rss = f", RSS {slot['rss_mb']} MiB" if slot.get("rss_mb") is not None else ""
             rss += f", heap {slot['heap_mb']} MiB" if slot.get("heap_mb") is not None else ""
-            lines.append(f"    slot {slot['index']} (pid {slot['pid']}{rss}): {doing}")
+            name = "P0 lane" if slot.get("p0_lane") else f"slot {slot['index']}"
+            lines.append(f"    {name} (pid {slot['pid']}{rss}): {doing}")
         counts = ", ".join(f"{k} {v}" for k, v in sorted(daemon["counts"].items()) if v)
         lines.append(f"    since start: {counts or 'nothing yet'}")
         for task, circuit in sorted(daemon.get("breakers", {}).items()):

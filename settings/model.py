@@ -72,6 +72,14 @@ class Settings(BaseSettings):
         description="RQ queue names for priorities P0 (critical) to P3 (low), highest first.",
     )
     slots: int = Field(default=2, ge=1, le=64, description="Execution slots (slot processes).")
+    p0_lane: bool = Field(
+        default=True,
+        description="When a P0 job finds every slot busy, open one more slot for P0 jobs only, so P0 "
+        "never waits for a long job.",
+    )
+    p0_lane_idle_s: float = Field(
+        default=30.0, gt=0, description="The P0 lane closes after this long without a P0 job."
+    )
     slot_mode: Literal["pool", "fresh"] = Field(
         default="pool",
         description="pool: long-lived slot processes; fresh: a new process per job (full isolation).",

@@ -161,13 +161,13 @@ def test_an_allowlisted_module_runs_and_a_memory_error_fails_only_its_job(
     assert "MemoryError" in failure(client, greedy.id)
 
 
-def test_a_p0_job_takes_the_slot_of_a_checkpointing_p3_job_when_all_are_busy(
+def test_without_the_p0_lane_a_p0_job_takes_the_slot_of_a_checkpointing_p3_job(
     client: redis.Redis, redis_url: str
 ) -> None:
-    # Given both slots busy with long, checkpointing P3 jobs
+    # Given both slots busy with long, checkpointing P3 jobs, and no P0 lane
     n = 2_000_000
     long_jobs = [queue(client, 3).enqueue("tasks.builtin.long_sum", n, 50_000, 0.05) for _ in range(2)]
-    with running_daemon(redis_url):
+    with running_daemon(redis_url, env={"ASCHED_P0_LANE": "false"}):
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.STARTED for j in long_jobs))
         # When a P0 job arrives
         urgent = queue(client, 0).enqueue("tasks.builtin.add", 1, 1)
@@ -179,3 +179,27 @@ def test_a_p0_job_takes_the_slot_of_a_checkpointing_p3_job_when_all_are_busy(
     results = [fetch(client, j.id).return_value() for j in long_jobs]
     assert all(r["total"] == n * (n - 1) // 2 for r in results)
     assert sorted(r["runs"] for r in results) == [1, 2]
+
+
+def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given both slots busy with long jobs that can neither checkpoint nor restart, and P3 jobs waiting
+    blockers = [queue(client, 3).enqueue("tasks.builtin.sleep", 4) for _ in range(2)]
+    waiting = [queue(client, 3).enqueue("tasks.builtin.add", i, 1) for i in range(3)]
+    with running_daemon(redis_url, env={"ASCHED_P0_LANE_IDLE_S": "1"}) as daemon:
+        wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.STARTED for j in blockers))
+        # When P0 jobs arrive
+        urgent = [queue(client, 0).enqueue("tasks.builtin.add", i, 100) for i in range(3)]
+        # Then they run in the P0 lane within milliseconds, while the P3 jobs keep waiting for a slot
+        wait_until(lambda: all(fetch(client, u.id).get_status() == JobStatus.FINISHED for u in urgent))
+        waits = [
+            (fetch(client, u.id).started_at - fetch(client, u.id).enqueued_at).total_seconds() for u in urgent
+        ]
+        assert max(waits) < 0.5, waits
+        assert all(fetch(client, j.id).get_status() != JobStatus.FINISHED for j in waiting)
+        assert "P0 lane opened" in daemon.output() and "preempting" not in daemon.output()
+        # And the lane closes once unused
+        wait_until(lambda: "P0 lane closed: unused for 1 s" in daemon.output(), timeout_s=5)
+        wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in waiting), 15)
+    assert [fetch(client, u.id).return_value() for u in urgent] == [100, 101, 102]
