@@ -500,7 +500,8 @@ class Daemon:
     # --- housekeeping ----------------------------------------------------------------------------
 
     def _housekeeping(self, now: float) -> None:
-        self._next_housekeeping = now + HOUSEKEEPING_S
+        # the lease is renewed here: at least twice per lease, or a 1 s lease lapses between renewals
+        self._next_housekeeping = now + min(HOUSEKEEPING_S, self.settings.lease_ttl_s / 2)
         self.intake.announce()
         self.pool.close_idle_lane(time.monotonic(), self.settings.p0_lane_idle_s)
         publish(self.client, self._status(), self.settings.lease_ttl_s)
