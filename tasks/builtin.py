@@ -166,3 +166,73 @@ def reserve(megabytes: int, hold_s: float = 1.0) -> int:
     finally:
         libc.free(ctypes.c_void_p(block))
     return megabytes
+
+
+@task()
+def record_run(path: str, seconds: float = 0.0) -> float:
+    """Appends "start <job id> <daemon pid> <unix s>" to the file at `path`, sleeps `seconds`, then
+    appends the same line with "end".
+
+    Counts how many times a job began and completed in a slot, whatever Redis ends up saying (crash
+    tests). One short O_APPEND write per line, so lines from concurrent slots do not interleave.
+    """
+    job_id, daemon = context().job_id or "detached", os.getppid()
+    _append_line(path, f"start {job_id} {daemon} {time.time():.6f}")
+    time.sleep(seconds)
+    _append_line(path, f"end {job_id} {daemon} {time.time():.6f}")
+    return seconds
+
+
+def _append_line(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
+_SLEEPER = "import time; time.sleep(600)"
+_PARENT = (
+    "import subprocess, sys, time; "
+    f"p = subprocess.Popen([sys.executable, '-c', {_SLEEPER!r}]); print(p.pid, flush=True); time.sleep(600)"
+)
+_ORPHANER = (
+    f"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', {_SLEEPER!r}]); print(p.pid)"
+)
+
+
+@task()
+def spawn_children(pids_path: str, then: str = "return", seconds: float = 600.0) -> int:
+    """Starts processes that outlive it unless stopped: two `sleep 600`, a Python child with a Python
+    grandchild, and a Python child that exits at once, leaving its Python grandchild orphaned.
+
+    Every one carries ASCHED_JOB_CHILD=<job id> in its environment and its pid goes to `pids_path`
+    (one per line), so a test can find any that leaked. Then it returns ("return"), sleeps `seconds`
+    ("sleep"), or ends its own process ("exit"). Returns how many processes it started.
+    """
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ASCHED_JOB_CHILD": context().job_id or "detached"}
+    sleepers = [subprocess.Popen(["sleep", "600"], env=env) for _ in range(2)]
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT], env=env, stdout=subprocess.PIPE)
+    orphaner = subprocess.Popen([sys.executable, "-c", _ORPHANER], env=env, stdout=subprocess.PIPE)
+    assert parent.stdout is not None and orphaner.stdout is not None
+    grandchildren = [int(parent.stdout.readline()), int(orphaner.stdout.readline())]
+    orphaner.wait()
+    pids = [p.pid for p in (*sleepers, parent, orphaner)] + grandchildren
+    with open(pids_path, "w") as out:
+        out.write("".join(f"{pid}\n" for pid in pids))
+    if then == "sleep":
+        time.sleep(seconds)
+    elif then == "exit":
+        os._exit(9)
+    return len(pids)
+
+
+@task()
+def ignore_sigterm(seconds: float) -> float:
+    """Ignores SIGTERM, then sleeps `seconds`: a job that a polite stop cannot end."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)
+    return seconds

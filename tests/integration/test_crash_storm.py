@@ -1,0 +1,310 @@
+"""Crash storm: a daemon killed with SIGKILL at random instants, again and again, each time restarted,
+while a second daemon serves the same queues throughout; mixed P0-P3 jobs keep flowing.
+
+Every job is a `tasks.builtin.record_run`, which appends "start" and "end" lines (job id, daemon pid,
+time) to a file, so what ran is known independently of what Redis says. Terms, per job:
+
+- lost: not finished once the storm is over and the survivors have drained the queues;
+- started twice: its function began in a slot more than once. At-least-once delivery allows it: the
+  first run was cut by the kill ("killed mid-run": fewer ends than starts), or it completed in the slot
+  but the daemon died before the outcome reached Redis ("completed, outcome lost");
+- finished twice: two *finished* results (type 1 entries in `rq:results:<id>`) with different
+  execution ids: settled twice, a bug. The same execution id twice would be an outcome written again
+  after a lost reply (documented, harmless), and is counted apart.
+
+Recovery, per kill that caught claims in the dead daemon's hands: from the kill to all of those
+claims being gone from `rq:wip:*` (back in their queues; lease 1 s here), and from the kill to the
+first job started by the replacement daemon.
+
+The CI variant kills 10 times. The long one (>= 100 kills) runs with ASCHED_LONG=1:
+
+    ASCHED_LONG=1 .venv/bin/python -m pytest tests/integration/test_crash_storm.py -s -k long
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from tests.helpers import DaemonProcess, queue, wait_until
+
+FAST_LEASE = {"ASCHED_LEASE_TTL_S": "1", "ASCHED_LOG_LEVEL": "INFO"}
+DURATIONS_S = (0.002, 0.005, 0.02, 0.05, 0.2)  # per job, at random: most short, some long enough to be cut
+LONG = os.environ.get("ASCHED_LONG") == "1"
+
+
+@dataclass
+class Storm:
+    kills: int = 0
+    kills_before_ready: int = 0
+    kills_with_claims: int = 0
+    claims_caught: int = 0
+    claims_back_s: list[float] = field(default_factory=list)
+    first_start_s: list[float] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    steady_lease_lapses: int = 0  # samples in which the surviving daemon's lease key was missing
+
+
+class LeaseWatch(threading.Thread):
+    """Checks every 2 ms that a live daemon's lease key exists (a lapse lets others take its claims)."""
+
+    def __init__(self, redis_url: str, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis.from_url(redis_url)
+        self.pid = pid
+        self.lapses = 0
+        self.samples = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        key = None
+        while not self.done.is_set():
+            if key is None:
+                key = next((k for k in self.client.scan_iter(match=f"asched:daemon:*-{self.pid}-*")), None)
+            else:
+                self.samples += 1
+                self.lapses += not self.client.exists(key)
+            time.sleep(0.002)
+        self.client.close()
+
+
+@dataclass
+class Tally:
+    jobs: int
+    finished: int
+    lost: list[str]
+    started_twice: int
+    killed_mid_run: int
+    completed_outcome_lost: int
+    finished_twice: list[str]
+    rewritten: int
+    never_started: list[str]
+
+
+def enqueue_batch(client: redis.Redis, runs: Path, rng: random.Random, n: int) -> list[str]:
+    with client.pipeline() as pipe:
+        ids = [
+            queue(client, rng.randrange(4))
+            .enqueue("tasks.builtin.record_run", str(runs), rng.choice(DURATIONS_S), pipeline=pipe)
+            .id
+            for _ in range(n)
+        ]
+        pipe.execute()
+    return ids
+
+
+def claims_of(client: redis.Redis, pid: int) -> set[str]:
+    """The started-registry entries of the daemon with this pid (its id is <host>-<pid>-<hex>)."""
+    return {
+        m.decode() for p in range(4) for m in client.zrange(f"rq:wip:p{p}", 0, -1) if f"-{pid}-" in m.decode()
+    }
+
+
+def queued(client: redis.Redis) -> int:
+    return sum(client.llen(f"rq:queue:p{p}") for p in range(4))
+
+
+def first_start_by(runs: Path, pid: int, after: float) -> float | None:
+    """When the daemon `pid` first started a job after `after` (unix s), from the runs file."""
+    if not runs.exists():
+        return None
+    for line in runs.read_text().splitlines():
+        kind, _, daemon, at = line.split()
+        if kind == "start" and int(daemon) == pid and float(at) >= after:
+            return float(at)
+    return None
+
+
+def run_storm(redis_url: str, runs: Path, kills: int, seed: int) -> Storm:
+    rng = random.Random(seed)
+    client = redis.Redis.from_url(redis_url)
+    storm = Storm()
+    storm.ids += enqueue_batch(client, runs, rng, 150)
+    steady = DaemonProcess(redis_url, env=FAST_LEASE)
+    victim = DaemonProcess(redis_url, env=FAST_LEASE)
+    watch = LeaseWatch(redis_url, steady.process.pid)
+    watch.start()
+    try:
+        for n in range(kills):
+            if queued(client) < 30:  # keep a backlog so that every kill finds work in flight
+                storm.ids += enqueue_batch(client, runs, rng, 60)
+            victim = kill_and_restart(
+                redis_url,
+                client,
+                victim,
+                runs,
+                storm,
+                rng,
+                during_startup=n % 5 == 4,
+                then_at_once=n % 5 == 3,
+            )
+        wait_until(lambda: finished_count(client) >= len(storm.ids), timeout_s=120, interval_s=0.1)
+    finally:
+        watch.done.set()
+        watch.join()
+        storm.steady_lease_lapses = watch.lapses
+        for daemon in (victim, steady):
+            if daemon.process.poll() is None:
+                daemon.stop()
+            daemon.log.close()
+        client.close()
+    return storm
+
+
+def kill_and_restart(
+    redis_url: str,
+    client: redis.Redis,
+    victim: DaemonProcess,
+    runs: Path,
+    storm: Storm,
+    rng: random.Random,
+    during_startup: bool,
+    then_at_once: bool,
+) -> DaemonProcess:
+    """SIGKILL `victim` at a random instant, start its replacement, measure recovery; returns it.
+
+    `during_startup`: the instant falls in the victim's start-up. `then_at_once`: the next kill does,
+    so recovery is not waited for (nor measured) this time.
+    """
+    if during_startup:  # now and then an instant during start-up (imports, recovery, first claim)
+        time.sleep(rng.uniform(0.05, 0.6))
+        ready = "daemon ready" in victim.output()
+    else:
+        wait_until(lambda: "daemon ready" in victim.output(), timeout_s=15)
+        time.sleep(rng.uniform(0.0, 0.6))
+        ready = True
+    assert victim.process.poll() is None, victim.output()
+    victim.kill()
+    killed_at, killed_wall = time.monotonic(), time.time()
+    held = claims_of(client, victim.process.pid)
+    victim.log.close()
+    replacement = DaemonProcess(redis_url, env=FAST_LEASE)
+    storm.kills += 1
+    storm.kills_before_ready += not ready
+    if then_at_once:
+        storm.claims_caught += len(held)
+        storm.kills_with_claims += bool(held)
+        return replacement
+    if held:
+        storm.kills_with_claims += 1
+        storm.claims_caught += len(held)
+        wait_until(lambda: not claims_of(client, victim.process.pid), timeout_s=10, interval_s=0.005)
+        storm.claims_back_s.append(time.monotonic() - killed_at)
+    first = wait_until(lambda: first_start_by(runs, replacement.process.pid, killed_wall), 20, 0.01)
+    storm.first_start_s.append(first - killed_wall)
+    return replacement
+
+
+def finished_count(client: redis.Redis) -> int:
+    return sum(client.zcard(f"rq:finished:p{p}") for p in range(4))
+
+
+def tally(client: redis.Redis, runs: Path, ids: list[str]) -> Tally:
+    starts: Counter[str] = Counter()
+    ends: Counter[str] = Counter()
+    for line in runs.read_text().splitlines():
+        kind, job_id, _, _ = line.split()
+        (starts if kind == "start" else ends)[job_id] += 1
+    lost, finished_twice, never_started = [], [], []
+    finished = rewritten = started_twice = killed_mid_run = completed_outcome_lost = 0
+    for job_id in ids:
+        status = Job.fetch(job_id, connection=client, serializer=JSONSerializer).get_status()
+        executions = [
+            fields[b"execution_id"]
+            for _, fields in client.xrange(f"rq:results:{job_id}")
+            if fields[b"type"] == b"1"
+        ]
+        finished += status == JobStatus.FINISHED
+        if status != JobStatus.FINISHED:
+            lost.append(job_id)
+        if len(set(executions)) > 1:
+            finished_twice.append(job_id)
+        rewritten += len(executions) > len(set(executions))
+        if starts[job_id] == 0:
+            never_started.append(job_id)
+        if starts[job_id] > 1:
+            started_twice += 1
+            killed_mid_run += ends[job_id] < starts[job_id]
+            completed_outcome_lost += ends[job_id] > 1
+    return Tally(
+        len(ids), finished, lost, started_twice, killed_mid_run, completed_outcome_lost,
+        finished_twice, rewritten, never_started,
+    )  # fmt: skip
+
+
+def report(storm: Storm, counts: Tally) -> str:
+    def pct(values: list[float], q: float) -> str:
+        if not values:
+            return "-"
+        ordered = sorted(values)
+        return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))]:.2f}"
+
+    rows = [
+        ("kills (SIGKILL + restart)", storm.kills),
+        ("  of which before 'daemon ready'", storm.kills_before_ready),
+        ("  of which caught claims in hand", storm.kills_with_claims),
+        ("claims caught in the dead daemons' hands", storm.claims_caught),
+        ("jobs enqueued", counts.jobs),
+        ("jobs finished", counts.finished),
+        ("jobs lost", len(counts.lost)),
+        ("jobs never started", len(counts.never_started)),
+        ("jobs started twice or more (at-least-once)", counts.started_twice),
+        ("  first run killed mid-run", counts.killed_mid_run),
+        ("  completed, outcome lost with the daemon", counts.completed_outcome_lost),
+        ("jobs finished twice (2 execution ids: a bug)", len(counts.finished_twice)),
+        ("outcomes written twice (same execution id)", counts.rewritten),
+        ("lapses of the surviving daemon's lease (2 ms samples)", storm.steady_lease_lapses),
+        ("claims back in queues after kill, p50 / max s", f"{pct(storm.claims_back_s, 0.5)} / "
+         f"{max(storm.claims_back_s, default=0):.2f}"),
+        ("first job of the restarted daemon after kill, p50 / max s", f"{pct(storm.first_start_s, 0.5)} / "
+         f"{max(storm.first_start_s, default=0):.2f}"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def check(client: redis.Redis, runs: Path, storm: Storm) -> Tally:
+    counts = tally(client, runs, storm.ids)
+    print(f"\n{report(storm, counts)}")
+    assert not counts.lost, counts.lost[:10]
+    assert not counts.finished_twice, counts.finished_twice[:10]
+    assert not counts.never_started
+    assert storm.steady_lease_lapses == 0  # else another daemon may take a live one's claims
+    assert all(client.zcard(f"rq:wip:p{p}") == 0 for p in range(4))
+    assert queued(client) == 0
+    return counts
+
+
+@pytest.mark.timeout(90)
+def test_ten_kills_with_restarts_lose_no_job_and_finish_none_twice(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.log"
+    storm = run_storm(redis_url, runs, kills=10, seed=6)
+    check(client, runs, storm)
+    assert storm.kills_with_claims >= 5, "most kills should catch claims in flight"
+    assert max(storm.claims_back_s) < 5  # lease 1 s + housekeeping 1 s, plus a restart
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LONG, reason="long variant (>= 100 kills, several minutes): set ASCHED_LONG=1")
+@pytest.mark.timeout(1800)
+def test_long_storm_of_a_hundred_and_twenty_kills(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.log"
+    storm = run_storm(redis_url, runs, kills=int(os.environ.get("ASCHED_KILLS", "120")), seed=7)
+    check(client, runs, storm)
+    mean = statistics.mean(storm.claims_back_s)
+    print(f"claims back in queues: {mean:.2f} s mean over {len(storm.claims_back_s)} kills")
