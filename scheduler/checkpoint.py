@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from scheduler.errors import PayloadError
+from scheduler.payload import MAX_NESTING, nests_deeper
 
 VERSION = 1
 
@@ -42,4 +43,6 @@ def decode(raw: bytes | str | None) -> Any:
             f"the job's checkpoint has format v{version}; this daemon reads v{VERSION}: "
             "run it on a daemon of the version that preempted it"
         )
+    if nests_deeper([state], MAX_NESTING):  # the daemon pickles it for the slot: that recursion has a limit
+        raise CheckpointError(f"the job's checkpoint nests deeper than {MAX_NESTING} levels")
     return state

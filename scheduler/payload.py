@@ -79,7 +79,7 @@ def decode_call(data: bytes | None, serializer: str, allowed_modules: tuple[str,
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         raise PayloadError(f"task {func_path!r}: args must be a list and kwargs an object")
     shallow = serializer != "pickle" and raw.count(b"[") + raw.count(b"{") <= MAX_NESTING  # fast path
-    if not shallow and _nests_deeper([*args, *kwargs.values()], MAX_NESTING):
+    if not shallow and nests_deeper([*args, *kwargs.values()], MAX_NESTING):
         raise PayloadError(f"task {func_path!r}: an argument nests deeper than {MAX_NESTING} levels")
     return Call(func_path, tuple(args), kwargs)
 
@@ -191,7 +191,7 @@ def _intervals(value: bytes | None) -> tuple[int, ...]:
     return tuple(int(i) for i in intervals)
 
 
-def _nests_deeper(values: list[Any], limit: int) -> bool:
+def nests_deeper(values: list[Any], limit: int) -> bool:
     """Whether any list or object in `values` holds containers more than `limit` levels deep."""
     stack = [(value, 1) for value in values if isinstance(value, CONTAINERS)]
     while stack:

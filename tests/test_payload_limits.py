@@ -88,3 +88,9 @@ def test_a_checkpoint_or_meta_too_deep_to_decode_is_handled() -> None:
     with pytest.raises(checkpoint.CheckpointError, match="unreadable"):
         checkpoint.decode(b'{"v": 1, "state": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
     assert past_deadline({"meta": b"[" * 100_000}, now=0.0) is False
+
+
+def test_a_checkpoint_nested_past_the_limit_is_refused_by_name() -> None:
+    assert checkpoint.decode(checkpoint.encode(json.dumps(nested(MAX_NESTING)))) == nested(MAX_NESTING)
+    with pytest.raises(checkpoint.CheckpointError, match=f"nests deeper than {MAX_NESTING} levels"):
+        checkpoint.decode(checkpoint.encode(json.dumps(nested(MAX_NESTING + 1))))
