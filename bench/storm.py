@@ -282,11 +282,13 @@ def summarise(name: str, run: Run, client: redis.Redis, baseline_p99: float | No
         "lost": lost,
         "failed": sum(1 for f in everything if f["status"] == "failed"),
         "P0 done": f"{sum(1 for f in p0 if f['status'] == 'finished')}/{len(p0)}",
+        "P0 p50 wait ms": sorted(p0_waits)[len(p0_waits) // 2] * 1000 if p0_waits else 0.0,
         "P0 p99 wait ms": (p99(p0_waits) or 0) * 1000,
         "vs no storm": (p99(p0_waits) or 0) / baseline_p99 if baseline_p99 else None,
         "skipped": sum(1 for f in everything if f["outcome"] == "skipped"),
         "shed": sum(1 for f in everything if f["outcome"] == "shed"),
         "preempted": sum(1 for _, kind, _ in found if kind == "preempted"),
+        "_p0_waits_ms": sorted(round(w * 1000, 1) for w in p0_waits),
     }
 
 
@@ -341,16 +343,18 @@ def main(argv: list[str] | None = None) -> int:
 def report(
     rows: list[dict[str, object]], delays: list[tuple[str, float]], baseline_p99: float | None, limit_mib: int
 ) -> None:
-    head = list(rows[0])
+    head = [key for key in rows[0] if not key.startswith("_")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [f"{v:.1f}" if isinstance(v, float) else ("-" if v is None else str(v)) for v in row.values()]
+        values = [row[key] for key in head]
+        cells = [f"{v:.1f}" if isinstance(v, float) else ("-" if v is None else str(v)) for v in values]
         lines.append("| " + " | ".join(cells) + " |")
+    waits = "; ".join(f"{row['system']}: {row['_p0_waits_ms']}" for row in rows)
     delay_text = ", ".join(f"{level} {ms:.0f} ms ({ms / 100:.1f} samples)" for level, ms in delays) or "none"
     text = "\n".join(lines) + (
         f"\n\ncgroup v1 limit {limit_mib} MiB; P0 p99 wait without the storm: "
         f"{(baseline_p99 or 0) * 1000:.1f} ms. Threshold crossing (outside sample) to preempted job's slot "
-        f"freed: {delay_text}."
+        f"freed: {delay_text}. P0 waits, ms, sorted: {waits}."
     )
     print(text)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -231,6 +231,8 @@ class Daemon:
         self.governor.read(now_mono)
         if self.governor.level >= Level.ELEVATED:
             self._sweep_local(time.time())
+            if self.settings.p0_lane:  # big jobs are likely to hold the slots now: have the lane ready
+                self.pool.open_lane(now_mono, f"memory pressure {self.governor.level.name}")
         sample = self.governor.sample
         assert sample is not None
         self.pool.recycle_leaky(sample.slot_growth, int(self.settings.slot_idle_growth_limit))
@@ -272,7 +274,7 @@ class Daemon:
         if not all(slot.busy for slot in self.pool.slots):
             return  # a slot is free, or starting (a replacement not yet ready): it will take the job
         if self.settings.p0_lane and self.pool.lane is None:
-            self.pool.open_lane(now_mono)
+            self.pool.open_lane(now_mono, "a P0 job found every slot busy")
             return
         yielding = any(r.preempt_deadline is not None for r in self.pool.running())
         action = make_room_for(Priority.P0, self._running_views(), yielding)

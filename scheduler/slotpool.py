@@ -60,12 +60,12 @@ class SlotPool:
     def lane(self) -> Slot | None:
         return self.slots[-1] if len(self.slots) > self.settings.slots else None
 
-    def open_lane(self, now_mono: float) -> None:
-        """Fork the lane (it takes its first P0 job once ready, in a few ms)."""
+    def open_lane(self, now_mono: float, why: str) -> None:
+        """Fork the lane if it is not open (ready for a P0 job in a few ms); either way, keep it open."""
+        self._lane_used_mono = now_mono
         if self.lane is None:
             self.slots.append(self._new_slot(self.settings.slots))
-            self._lane_used_mono = now_mono
-            self.log.info("P0 lane opened: a P0 job found every slot busy")
+            self.log.info("P0 lane opened: {}", why)
 
     def lane_used(self, now_mono: float) -> None:
         self._lane_used_mono = now_mono
