@@ -329,15 +329,17 @@ def test_timers_count_every_start_and_run(flushed: Flushed) -> None:
 
 
 def test_gauges_show_slots_memory_and_the_storm(flushed: Flushed) -> None:
-    assert set(flushed.gauge("slots.total")) == {2}
-    assert max(flushed.gauge("slots.busy")) == 2 and min(flushed.gauge("slots.busy")) == 0
+    total, busy = flushed.gauge("slots.total"), flushed.gauge("slots.busy")
+    assert total[0] == 2 and set(total) <= {2, 3}  # 3 while a P0 lane is open
+    assert max(busy) >= 2 and min(busy) == 0 and all(b <= t for b, t in zip(busy, total, strict=True))
     percent, level = flushed.gauge("pressure.percent"), flushed.gauge("pressure.level")
     assert min(percent) < 70 and max(percent) >= 95
     assert level[0] == 0 and max(level) == 3 and set(level) <= {0, 1, 2, 3}  # sampled once a second
     assert set(flushed.gauge("memory.budget_bytes")) == {300_000_000}
     assert min(flushed.gauge("memory.daemon.rss_bytes")) > 10 * 2**20
-    growth = [max(flushed.gauge(f"memory.slot.{n}.growth_bytes") or [0]) for n in (0, 1)]
-    assert max(growth) > 200 * 2**20  # the 250 MiB job
+    slots = {name.split(".")[-2] for name in flushed.series if name.endswith(".growth_bytes")}
+    assert {"0", "1"} <= slots  # and "2" if a P0 lane opened
+    assert max(max(flushed.gauge(f"memory.slot.{n}.growth_bytes")) for n in slots) > 200 * 2**20  # 250 MiB
     assert all(min(flushed.gauge(f"memory.slot.{n}.rss_bytes")) > 10 * 2**20 for n in (0, 1))
     assert max(flushed.gauge("memory.used_bytes")) > 0.95 * 300_000_000
     assert all(set(flushed.gauge(f"queue.local.p{p}")) <= set(range(6)) for p in range(4))
