@@ -104,6 +104,13 @@ def enqueue_batch(client: redis.Redis, runs: Path, rng: random.Random, n: int) -
     return ids
 
 
+def top_up(client: redis.Redis, runs: Path, rng: random.Random, storm: Storm, least: int) -> bool:
+    """Enqueue more jobs if fewer than `least` wait (the survivor alone drains ~36 jobs/s)."""
+    if queued(client) < least:
+        storm.ids += enqueue_batch(client, runs, rng, least)
+    return True
+
+
 def claims_of(client: redis.Redis, pid: int) -> set[str]:
     """The started-registry entries of the daemon with this pid (its id is <host>-<pid>-<hex>)."""
     return {
@@ -137,8 +144,7 @@ def run_storm(redis_url: str, runs: Path, kills: int, seed: int) -> Storm:
     watch.start()
     try:
         for n in range(kills):
-            if queued(client) < 30:  # keep a backlog so that every kill finds work in flight
-                storm.ids += enqueue_batch(client, runs, rng, 60)
+            top_up(client, runs, rng, storm, 100)  # a backlog, so that every kill finds work in flight
             victim = kill_and_restart(
                 redis_url,
                 client,
@@ -201,9 +207,31 @@ def kill_and_restart(
         storm.claims_caught += len(held)
         wait_until(lambda: not claims_of(client, victim.process.pid), timeout_s=10, interval_s=0.005)
         storm.claims_back_s.append(time.monotonic() - killed_at)
-    first = wait_until(lambda: first_start_by(runs, replacement.process.pid, killed_wall), 20, 0.01)
+    try:
+        first = wait_until(
+            lambda: (
+                top_up(client, runs, rng, storm, 20)
+                and first_start_by(runs, alive(replacement).process.pid, killed_wall)
+            ),
+            20,
+            0.01,
+        )
+    except AssertionError:
+        raise AssertionError(f"no job started in 20 s: {diagnosis(client, replacement)}") from None
     storm.first_start_s.append(first - killed_wall)
     return replacement
+
+
+def diagnosis(client: redis.Redis, daemon: DaemonProcess) -> str:
+    depths = [client.llen(f"rq:queue:p{p}") for p in range(4)]
+    wip = [m.decode() for p in range(4) for m in client.zrange(f"rq:wip:p{p}", 0, -1)]
+    states = [v.decode() for k in client.scan_iter(match="asched:status:*") if (v := client.get(k))]
+    return f"queues {depths}; wip {wip}; status {states}\n{daemon.output()[-6000:]}"
+
+
+def alive(daemon: DaemonProcess) -> DaemonProcess:
+    assert daemon.process.poll() is None, f"the daemon exited ({daemon.process.poll()}):\n{daemon.output()}"
+    return daemon
 
 
 def finished_count(client: redis.Redis) -> int:
