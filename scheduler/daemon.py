@@ -47,7 +47,7 @@ from scheduler.queue import LocalQueue
 from scheduler.rqtime import unix_seconds
 from scheduler.slotpool import SlotPool, log_failure
 from scheduler.slots import Running, Slot
-from scheduler.status import DaemonStatus, publish
+from scheduler.status import DaemonStatus, gauges, publish, status_line
 from scheduler.waker import Waker
 from settings import Settings
 
@@ -141,7 +141,7 @@ class Daemon:
         gc.freeze()  # forked slots then share the daemon's heap instead of copying it on collection
         self.pool.start()
         self.log.info("daemon ready: {} slots ({} mode)", len(self.pool.slots), self.settings.slot_mode)
-        self.notifier.ready(self.summary(self.intake.depths()))
+        self.notifier.ready(status_line(self, self.intake.depths()))
 
     def request_stop(self) -> None:
         """First call: stop taking jobs; preemptible jobs checkpoint and go back, others may finish.
@@ -509,8 +509,8 @@ class Daemon:
         publish(self.client, self._status(), self.settings.lease_ttl_s)
         depths = self.intake.depths()
         if self.metrics.enabled:
-            self.metrics.flush(self._gauges(depths))
-        self.notifier.status(self.summary(depths))
+            self.metrics.flush(gauges(self, depths))
+        self.notifier.status(status_line(self, depths))
         self._recover()
         moved = self.intake.promote_scheduled(now)
         if moved:
@@ -537,47 +537,6 @@ class Daemon:
             self.log.warning(
                 "dropped {} queued ids whose job hash is gone (expired ttl or deleted)", len(missing)
             )
-
-    def summary(self, depths: list[int]) -> str:
-        """One line for `systemctl status`: level, pressure, queue depths, slots, outcomes."""
-        sample = self.governor.sample
-        pressure = f" {sample.percent:.1f} % of {sample.budget / 2**20:.0f} MiB" if sample else ""
-        queued = " ".join(f"P{i} {n}" for i, n in enumerate(depths))
-        busy = sum(1 for slot in self.pool.slots if slot.busy)
-        return (
-            f"{self.governor.level.name}{pressure}; queued {queued}; local {len(self.local)}; "
-            f"slots {busy}/{len(self.pool.slots)} busy; finished {self.counts['finished']}, "
-            f"failed {self.counts['failed']}"
-        )
-
-    def _gauges(self, depths: list[int]) -> dict[str, float]:
-        """The gauges of the metrics catalogue, read now."""
-        gauges: dict[str, float] = {
-            "slots.busy": sum(1 for slot in self.pool.slots if slot.busy),
-            "slots.total": len(self.pool.slots),
-            "breakers.open": len(self.breakers.not_closed()),
-            "pressure.level": int(self.governor.level),
-        }
-        local = self.local.counts()
-        for priority, depth in zip(Priority, depths, strict=True):
-            gauges[f"queue.local.{priority.name.lower()}"] = local.get(priority, 0)
-            gauges[f"queue.redis.{priority.name.lower()}"] = depth
-        sample = self.governor.sample
-        if sample is not None:
-            gauges |= {
-                "pressure.percent": round(sample.percent, 2),
-                "memory.used_bytes": sample.used,
-                "memory.budget_bytes": sample.budget,
-                "memory.daemon.rss_bytes": sample.daemon_rss,
-                "memory.heap_bytes": sample.heap,
-                "memory.daemon.heap_bytes": sample.daemon_heap,
-            }
-            for index, rss in sample.slot_rss.items():
-                gauges[f"memory.slot.{index}.rss_bytes"] = rss
-                gauges[f"memory.slot.{index}.growth_bytes"] = sample.slot_growth.get(index, 0)
-            for index, heap in sample.slot_heap.items():
-                gauges[f"memory.slot.{index}.heap_bytes"] = heap
-        return gauges
 
     def _status(self) -> DaemonStatus:
         return DaemonStatus.of(self)

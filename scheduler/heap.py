@@ -14,11 +14,11 @@ syscall on the daemon's side.
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import ctypes.util
 import mmap
 import struct
-import threading
 import time
 
 _CELL = struct.Struct("=q")
@@ -71,12 +71,16 @@ class HeapCell:
 
 
 def start_sampler(cell: HeapCell, interval_s: float) -> None:
-    """In a slot: write `malloc_in_use()` into `cell` now and every `interval_s`, from a daemon thread."""
+    """In a slot: write `malloc_in_use()` into `cell` now and every `interval_s`, from a thread.
+
+    A bare `_thread` thread: `threading.Thread.start` waits for the new thread to run, which cost a
+    fresh slot about 0.8 ms of CPU here, against about 0.25 ms for this. It dies with the process.
+    """
     cell.write(malloc_in_use())
+    _thread.start_new_thread(_sample_forever, (cell, interval_s))
 
-    def sample() -> None:
-        while True:
-            time.sleep(interval_s)
-            cell.write(malloc_in_use())
 
-    threading.Thread(target=sample, name="heap-sampler", daemon=True).start()
+def _sample_forever(cell: HeapCell, interval_s: float) -> None:
+    while True:
+        time.sleep(interval_s)
+        cell.write(malloc_in_use())

@@ -1,7 +1,8 @@
 """What each daemon reports about itself, and the `status` view that gathers it with queue depths.
 
 A daemon publishes a small JSON document under its own key every housekeeping turn, with a TTL of one
-lease, so `status` lists exactly the live daemons, on any host, from Redis alone.
+lease, so `status` lists exactly the live daemons, on any host, from Redis alone. The same reading
+gives systemd its one-line STATUS and StatsD its gauges.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from scheduler import keys
+from scheduler.model import Priority
 
 if TYPE_CHECKING:
     from scheduler.daemon import Daemon
@@ -102,6 +104,49 @@ class DaemonStatus:
             time.time(),
             daemon.breakers.not_closed(),
         )
+
+
+def status_line(daemon: Daemon, depths: list[int]) -> str:
+    """The daemon in one line, for sd_notify STATUS (`systemctl status`): level, pressure, queues."""
+    sample = daemon.governor.sample
+    pressure = f" {sample.percent:.1f} % of {sample.budget / 2**20:.0f} MiB" if sample else ""
+    queued = " ".join(f"P{i} {n}" for i, n in enumerate(depths))
+    busy = sum(1 for slot in daemon.pool.slots if slot.busy)
+    return (
+        f"{daemon.governor.level.name}{pressure}; queued {queued}; local {len(daemon.local)}; "
+        f"slots {busy}/{len(daemon.pool.slots)} busy; finished {daemon.counts['finished']}, "
+        f"failed {daemon.counts['failed']}"
+    )
+
+
+def gauges(daemon: Daemon, depths: list[int]) -> dict[str, float]:
+    """The gauges of the metrics catalogue (`scheduler.metrics.CATALOGUE`), read now."""
+    values: dict[str, float] = {
+        "slots.busy": sum(1 for slot in daemon.pool.slots if slot.busy),
+        "slots.total": len(daemon.pool.slots),
+        "breakers.open": len(daemon.breakers.not_closed()),
+        "pressure.level": int(daemon.governor.level),
+    }
+    local = daemon.local.counts()
+    for priority, depth in zip(Priority, depths, strict=True):
+        values[f"queue.local.{priority.name.lower()}"] = local.get(priority, 0)
+        values[f"queue.redis.{priority.name.lower()}"] = depth
+    sample = daemon.governor.sample
+    if sample is not None:
+        values |= {
+            "pressure.percent": round(sample.percent, 2),
+            "memory.used_bytes": sample.used,
+            "memory.budget_bytes": sample.budget,
+            "memory.daemon.rss_bytes": sample.daemon_rss,
+            "memory.heap_bytes": sample.heap,
+            "memory.daemon.heap_bytes": sample.daemon_heap,
+        }
+        for index, rss in sample.slot_rss.items():
+            values[f"memory.slot.{index}.rss_bytes"] = rss
+            values[f"memory.slot.{index}.growth_bytes"] = sample.slot_growth.get(index, 0)
+        for index, heap in sample.slot_heap.items():
+            values[f"memory.slot.{index}.heap_bytes"] = heap
+    return values
 
 
 def _mb(value: int | None) -> float | None:
