@@ -4,11 +4,14 @@ It runs in a process forked from the daemon and touches nothing of the daemon's:
 logging. The daemon checked the call against the allowlist before sending it; the slot imports only
 that function's module (the daemon has usually imported it already, before forking).
 The slot leads its own process group, so a job's children are stopped with it, and a terminal's
-Ctrl-C reaches only the daemon, which decides what happens to running jobs.
+Ctrl-C reaches only the daemon, which decides what happens to running jobs. A job that returns while
+processes it started still run has them killed before its outcome is sent (the slot is their subreaper,
+so orphaned grandchildren are found too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import json
@@ -21,6 +24,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+import psutil
+
 from scheduler.heap import HeapCell, start_sampler
 from tasks import sdk
 
@@ -30,6 +35,7 @@ from tasks import sdk
 # serialized return value), "error" (payload: the failure text) or "preempted" (payload: "").
 Outcome = tuple[str, str, bytes | str, float, float]
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 PROTOCOL = pickle.HIGHEST_PROTOCOL  # the pipe's framing; both ends run the same Python
 
 
@@ -55,7 +61,9 @@ def serve(
         start_sampler(heap, heap_interval_s)  # before "ready": the daemon takes its first reading as the base
     send(("ready", os.getpid()))
     while (message := pickle.loads(conn.recv_bytes())) is not None:
-        send(run(message, dumps, send))
+        outcome = run(message, dumps, send)
+        _end_leftovers()
+        send(outcome)
         if one_job:
             break
     conn.close()
@@ -87,12 +95,29 @@ def run(
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this slot when its parent, the daemon, dies."""
+    """Ask Linux to SIGKILL this slot when its parent, the daemon, dies, and to make it the parent of
+    the job's orphaned descendants (a child subreaper), so that `_end_leftovers` finds them."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the slot still exits on EOF from the daemon
         pass
+
+
+def _end_leftovers() -> None:
+    """Kill and reap the processes the job left behind; with none (the usual case), one system call."""
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0]:
+                continue  # reaped one that had ended
+        except ChildProcessError:
+            return
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(-1, 0)
 
 
 def _resolve(func_path: str) -> Callable[..., Any]:
