@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     enqueue = commands.add_parser("enqueue", help="enqueue one job with plain RQ")
     enqueue.add_argument("task", help="task name (e.g. add) or dotted path")
     enqueue.add_argument("args", nargs="?", default="[]", help="JSON list of arguments, e.g. '[1, 2]'")
-    enqueue.add_argument("--priority", default="P2", help="P0 (critical) .. P3 (low); default P2")
+    enqueue.add_argument(
+        "--priority", help="P0 (critical) .. P3 (low); default: the task's own @task priority, else P2"
+    )
     enqueue.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
     enqueue.add_argument("--timeout", type=int, help="job timeout in seconds")
     enqueue.set_defaults(handler=_enqueue)

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 from loguru import logger
@@ -407,6 +407,8 @@ class Daemon:
             self._reject(job, options, str(exc), now)
             return True
         task = tasks.lookup(call.func_path)
+        if task is not None and task.timeout_s is not None and not job.fields.get("timeout"):
+            options = replace(options, timeout_s=task.timeout_s)  # the job set none: the task's own
         verdict = self._verdict(job, task, now)
         if verdict is Fate.RUN and (retry_at := self._breaker_says_wait(job, call, now)) is not None:
             reason = f"deferred: the circuit breaker of {call.func_path} is open; retry at {retry_at:.3f}"

@@ -132,6 +132,7 @@ class Periodic:
             ttl=int(entry.period_s) if entry.heartbeat else None,
             meta={HEARTBEAT_META: True} if entry.heartbeat else None,
             description=f"periodic {job.name} ({job.cron or f'every {job.every_s:g} s'})",
+            job_timeout=info.timeout_s if info else None,
         )
         self.counts["fired"] += 1
         self._metrics.count("periodic.fired")
@@ -143,7 +144,8 @@ class Periodic:
         heartbeat = job.heartbeat if job.heartbeat is not None else bool(info and info.heartbeat)
         first = trigger.get_next_fire_time(None, now)
         period = job.every_s or (trigger.get_next_fire_time(first, first) - first).total_seconds()
-        return Entry(job, trigger, first, heartbeat, Priority.parse(job.priority), period)
+        priority = Priority.parse(job.priority or (info.priority if info else None) or "P3")
+        return Entry(job, trigger, first, heartbeat, priority, period)
 
     @staticmethod
     def _after(trigger: BaseTrigger, fire_time: datetime, now: datetime) -> datetime:

@@ -37,7 +37,7 @@ def enqueue(
     task: str,
     args_json: str,
     kwargs_json: str,
-    priority_text: str,
+    priority_text: str | None,
     timeout_s: int | None,
 ) -> str:
     """Enqueue one job; returns its id.
@@ -52,14 +52,15 @@ def enqueue(
             f"task {task!r} is not allowed (allowed: {tasks.describe_allowed(settings.allowed_modules)})"
         )
     try:
-        priority = Priority.parse(priority_text)
+        priority = Priority.parse(priority_text or (info.priority if info else None) or "P2")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     args = _json(args_json, list, "args")
     kwargs = _json(kwargs_json, dict, "--kwargs")
     client = redis.Redis.from_url(url)
     queue = Queue(settings.queues[priority], connection=client, serializer=JSONSerializer)
-    job = queue.enqueue_call(func_path, args=args, kwargs=kwargs, timeout=timeout_s)
+    timeout = timeout_s or (info.timeout_s if info else None)  # RQ writes its queue default otherwise
+    job = queue.enqueue_call(func_path, args=args, kwargs=kwargs, timeout=timeout)
     return str(job.id)
 
 

@@ -28,7 +28,9 @@ class PeriodicJob(BaseModel):
     task: str = Field(min_length=1, description="Registered task name or allowlisted module.function.")
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    priority: Literal["P0", "P1", "P2", "P3"] = "P3"
+    priority: Literal["P0", "P1", "P2", "P3"] | None = Field(
+        default=None, description="Unset: the task's own @task priority, else P3."
+    )
     every_s: float | None = Field(default=None, ge=1, description="Interval, aligned to the Unix epoch.")
     cron: str | None = Field(default=None, description="Crontab expression (UTC), e.g. '*/5 * * * *'.")
     heartbeat: bool | None = Field(

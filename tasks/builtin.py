@@ -39,7 +39,7 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
-@task(heartbeat=True)
+@task(priority="P3", heartbeat=True)
 def heartbeat() -> float:
     """A periodic liveness job: returns the time it ran."""
     return time.time()
@@ -234,5 +234,12 @@ def spawn_children(pids_path: str, then: str = "return", seconds: float = 600.0)
 def ignore_sigterm(seconds: float) -> float:
     """Ignores SIGTERM, then sleeps `seconds`: a job that a polite stop cannot end."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)
+    return seconds
+
+
+@task(timeout=1.0)
+def bounded_sleep(seconds: float) -> float:
+    """Sleeps `seconds`; its task timeout (1 s) applies when the job sets no job_timeout."""
     time.sleep(seconds)
     return seconds

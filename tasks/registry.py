@@ -24,20 +24,40 @@ class TaskInfo:
     heartbeat: bool = False  # skipped (not run, counted) once memory pressure is ELEVATED
     preemptible: bool = False  # checkpoints with the SDK: may be stopped and resumed under pressure
     restartable: bool = False  # may be stopped and run again from the start if it saved nothing
+    priority: str | None = None  # P0..P3: the queue our producers (CLI, periodic jobs) put it in
+    timeout_s: float | None = None  # the job timeout when the job sets none
 
 
 _BY_PATH: dict[str, TaskInfo] = {}
 _BY_NAME: dict[str, TaskInfo] = {}
 
 
+PRIORITIES = ("P0", "P1", "P2", "P3")
+
+
 def task(
-    name: str | None = None, *, heartbeat: bool = False, preemptible: bool = False, restartable: bool = False
+    name: str | None = None,
+    *,
+    priority: str | None = None,
+    heartbeat: bool = False,
+    preemptible: bool = False,
+    restartable: bool = False,
+    timeout: float | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Register a function as an allowlisted task under a short `name` (default: its own name)."""
+    """Register a function as an allowlisted task under a short `name` (default: its own name).
+
+    `priority` (P0..P3) and `timeout` (s) are what `adaptive-scheduler enqueue` and periodic jobs use
+    unless told otherwise (and the timeout applies to a job whose hash has none); plain RQ producers
+    choose their queue and `job_timeout` themselves (RQ writes its 180 s default if they do not).
+    """
+    if priority is not None and priority not in PRIORITIES:
+        raise ValueError(f"task priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"task timeout must be > 0 s, got {timeout!r}")
 
     def register(func: Callable[P, R]) -> Callable[P, R]:
         path = f"{func.__module__}.{func.__qualname__}"
-        info = TaskInfo(name or func.__name__, path, heartbeat, preemptible, restartable)
+        info = TaskInfo(name or func.__name__, path, heartbeat, preemptible, restartable, priority, timeout)
         if _BY_NAME.get(info.name, info) != info:
             raise ValueError(f"task name {info.name!r} is registered twice")
         _BY_PATH[info.path] = info

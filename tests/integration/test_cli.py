@@ -47,6 +47,25 @@ def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: st
     assert "P0        p0" in table and "live daemons: 1" in table
 
 
+def test_a_tasks_own_priority_and_timeout_apply_when_the_producer_sets_none(
+    client: redis.Redis, redis_url: str
+) -> None:
+    env = {"ASCHED_REDIS_URL": redis_url}
+    # `heartbeat` is @task(priority="P3"), `add` has none (P2); `bounded_sleep` is @task(timeout=1.0)
+    beat, plain, bounded = (
+        cli("enqueue", *command, env=env).stdout.strip()
+        for command in (("heartbeat",), ("add", "[1, 1]"), ("bounded_sleep", "[5]"))
+    )
+    assert [client.lrange(f"rq:queue:p{p}", 0, -1) for p in (3, 2)] == [
+        [beat.encode()],
+        [plain.encode(), bounded.encode()],
+    ]
+    with running_daemon(redis_url):
+        job = Job.fetch(bounded, connection=client, serializer=JSONSerializer)
+        wait_until(lambda: job.get_status(refresh=True) == JobStatus.FAILED, timeout_s=10)
+    assert "exceeded its timeout of 1 s" in job.latest_result().exc_string
+
+
 def test_bad_cli_input_gets_one_clear_line_and_exit_code_2(redis_url: str) -> None:
     env = {"ASCHED_REDIS_URL": redis_url}
     cases = {
