@@ -332,11 +332,11 @@ class Daemon:
             self._pending = flight.batch + self._pending
             self._unsure = True
             raise
-        if self._unsure:
-            self._reconcile()
         self._count(flight.batch)
         for job in claim.jobs:
             self.local.push(job)
+        if self._unsure:  # after the push: the jobs this reply claimed are held, not lost
+            self._reconcile()
         self._note_missing(claim.missing)
         if flight.want:
             self._arrived -= flight.arrived
