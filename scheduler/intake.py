@@ -99,7 +99,7 @@ class Intake:
         args.extend(self._timeouts)
         args.append(len(settlements))
         for item in settlements:
-            args.extend(_settle_args(item))
+            args.extend(_settle_args(item, self.settings.default_result_ttl_s))
         args.append(queues)
         return self._exchange.send(self._exchange_keys, args)
 
@@ -183,9 +183,9 @@ def _parse_claim(flat: list[bytes | int]) -> tuple[list[ClaimedJob], list[str]]:
     return claimed, missing
 
 
-def _settle_args(item: Settlement) -> list[str | int | float | bytes]:
+def _settle_args(item: Settlement, skipped_ttl_s: int = 0) -> list[str | int | float | bytes]:
     job, options = item.job, item.options
-    ttl = 0
+    ttl = skipped_ttl_s if item.outcome is Outcome.SKIPPED else 0  # a skipped job expires like a result
     if options is not None:
         ttl = options.result_ttl_s if item.outcome is Outcome.FINISHED else options.failure_ttl_s
     payload = b""

@@ -118,8 +118,12 @@ for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
     if outcome == 'shed' then
       redis.call('PERSIST', key)
       push(zadds, KEYS[25], now, id)
-    else
+    else -- skipped: kept for the result ttl, then gone (hash and entry), so heartbeats cannot pile up
       push(zadds, KEYS[26], now, id)
+      if ttl > 0 then
+        redis.call('EXPIRE', key, ttl)
+        redis.call('ZREMRANGEBYSCORE', KEYS[26], '-inf', now - ttl)
+      end
     end
   elseif outcome == 'deferred' then -- its task's circuit breaker is open: scheduled until it may run
     redis.call('HSET', key, 'status', 'scheduled', 'asched_reason', a[10])
