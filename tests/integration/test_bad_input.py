@@ -436,7 +436,8 @@ def not_allowlisted(marker: str) -> st.SearchStrategy[Case]:
     @st.composite
     def build(draw: st.DrawFn) -> Case:
         func, args = draw(st.sampled_from(foreign_calls(marker)))
-        data = rq_payload(func, args=args, compress=draw(compress))
+        extra = draw(st.lists(json_values, max_size=2))  # and whatever else a hostile producer adds
+        data = rq_payload(func, args=[*args, *extra], compress=draw(compress))
         reason = rf"task '{re.escape(func)}' is not allowed \(allowed: tasks\.builtin\."
         return Case("non-allowlisted function", draw(queues), rq_hash(data), reason=reason)
 
@@ -458,7 +459,8 @@ def pickle_payload(marker: str) -> st.SearchStrategy[Case]:
     def build(draw: st.DrawFn) -> Case:
         protocol = draw(st.integers(0, pickle.HIGHEST_PROTOCOL))
         evil = draw(st.booleans())
-        call = ("tasks.builtin.add", _Touch(marker) if evil else None, (1, 2), {})
+        args = (1, 2, *draw(st.lists(json_values, max_size=2)))
+        call = ("tasks.builtin.add", _Touch(marker) if evil else None, args, {})
         raw = pickle.dumps(call, protocol)
         data = zlib.compress(raw) if draw(compress) else raw
         reason = (
@@ -472,6 +474,7 @@ def pickle_payload(marker: str) -> st.SearchStrategy[Case]:
 @st.composite
 def queue_entry_without_hash(draw: st.DrawFn) -> Case:
     prefix = draw(st.sampled_from([b"fz-", b"fz-" + b"a" * 100_000 + b"-", b"00000000-"]))
+    prefix += draw(st.from_regex(rb"[A-Za-z0-9_-]{0,40}", fullmatch=True))  # any RQ-shaped id
     return Case("queue entry, no job hash", draw(queues), None, id_prefix=prefix, ends=frozenset({"dropped"}))
 
 
