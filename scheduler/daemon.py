@@ -161,7 +161,7 @@ class Daemon:
         if any(slot.busy for slot in self.pool.slots) or len(self.local) or self._pending or self._in_flight:
             return False
         try:
-            return sum(self.intake.depths()) == 0
+            return max(self.intake.depths()) <= 0  # -1: a queue key that is not a list
         except redis.RedisError:
             return False
 
@@ -340,7 +340,8 @@ class Daemon:
         self._note_missing(claim.missing)
         if flight.want:
             self._arrived -= flight.arrived
-            self._empty = claim.emptied
+            self._empty = claim.emptied | claim.broken  # a broken queue is not claimed from until fixed
+            self._broken_queues(claim.broken)
             for index in claim.emptied:
                 self._arm(index)
         self._feed_slots(time.time(), time.monotonic())
@@ -532,6 +533,14 @@ class Daemon:
         recovered = self.intake.recover()
         if recovered:
             self.log.warning("recovered {} jobs of dead daemons: {}", len(recovered), recovered[:10])
+
+    def _broken_queues(self, broken: set[int]) -> None:
+        for index in broken:
+            self.log.error(
+                "queue key {} is not a list (another application's key?): its jobs are not served until "
+                "it is fixed or deleted",
+                self.intake.queue_keys[index],
+            )
 
     def _note_missing(self, missing: list[str]) -> None:
         if missing:

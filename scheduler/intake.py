@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 
 import redis
@@ -109,7 +109,8 @@ class Intake:
         for raw_id in with_dependents:
             self._enqueue_dependents(raw_id.decode())
         claimed, missing = _parse_claim(flat)
-        return Claim(claimed, missing, {i for i, flag in enumerate(emptied) if flag == ord("1")})
+        empty = {i for i, flag in enumerate(emptied) if flag == ord("1")}
+        return Claim(claimed, missing, empty, {i for i, flag in enumerate(emptied) if flag == ord("2")})
 
     def recover(self) -> list[str]:
         """Put back the claims of daemons whose lease expired; returns the recovered job ids."""
@@ -129,11 +130,12 @@ class Intake:
         return int(self._promote(keys=scheduled + self.queue_keys, args=[now, 1000]))
 
     def depths(self) -> list[int]:
-        """Jobs waiting in Redis per priority, P0 first."""
+        """Jobs waiting in Redis per priority, P0 first; -1 for a queue whose key is not a list."""
         with self.client.pipeline(transaction=False) as pipe:
             for key in self.queue_keys:
                 pipe.llen(key)
-            return [int(n) for n in pipe.execute()]
+            replies = pipe.execute(raise_on_error=False)
+        return [-1 if isinstance(n, redis.ResponseError) else int(n) for n in replies]
 
     def _enqueue_dependents(self, job_id: str) -> None:
         """Rare path: let RQ's own code release the jobs that waited for this one."""
@@ -155,6 +157,7 @@ class Claim:
     jobs: list[ClaimedJob]
     missing: list[str]  # ids whose job hash was gone (expired ttl, deleted): dropped, as RQ does
     emptied: set[int]  # priority indexes of the queues this claim found empty
+    broken: set[int] = field(default_factory=set)  # ... whose key is not a list: not served
 
 
 def _parse_claim(flat: list[bytes | int]) -> tuple[list[ClaimedJob], list[str]]:

@@ -65,8 +65,16 @@ def setup(level: str = "INFO", json_lines: bool = False) -> None:
     """Log to stderr (journald picks it up under systemd), as text or one JSON object per line."""
     logger.remove()
     guard = StormGuard()
+    # diagnose=False: a traceback must not print variable values (job arguments, connection details)
     if json_lines:
-        logger.add(sys.stderr, level=level, serialize=True, filter=guard)  # type: ignore[arg-type]
+        logger.add(sys.stderr, level=level, serialize=True, filter=guard, diagnose=False)  # type: ignore[arg-type]
     else:
-        logger.add(sys.stderr, level=level, format=TEXT_FORMAT, colorize=None, filter=guard)  # type: ignore[arg-type]
+        logger.add(
+            sys.stderr,
+            level=level,
+            format=TEXT_FORMAT,
+            colorize=None,
+            filter=guard,
+            diagnose=False,  # type: ignore[arg-type]
+        )
     logging.basicConfig(handlers=[InterceptHandler()], level=logging.WARNING, force=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from scheduler.errors import PayloadError, TaskNotAllowed
 from scheduler.model import Call, JobOptions
-from tasks.registry import describe_allowed, is_allowed
+from tasks.registry import describe_allowed, imported_from_elsewhere, is_allowed
 
 # Fields read from the job hash at claim time, in this order: the claim script always returns
 # `timeout` first, then the fields it was asked for (FIELDS[1:]).
@@ -76,6 +76,11 @@ def decode_call(data: bytes | None, serializer: str, allowed_modules: tuple[str,
     if not is_allowed(func_path, allowed_modules):
         allowed = describe_allowed(allowed_modules)
         raise TaskNotAllowed(f"task {func_path!r} is not allowed (allowed: {allowed})")
+    if (origin := imported_from_elsewhere(func_path)) is not None:
+        raise TaskNotAllowed(
+            f"task {func_path!r} is not allowed: it is {origin}, imported into an allowed module, not "
+            "defined there"
+        )
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
         raise PayloadError(f"task {func_path!r}: args must be a list and kwargs an object")
     shallow = serializer != "pickle" and raw.count(b"[") + raw.count(b"{") <= MAX_NESTING  # fast path

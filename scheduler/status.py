@@ -176,7 +176,10 @@ def gather(client: redis.Redis, queue_names: tuple[str, ...]) -> Overview:
             pipe.zcard(keys.finished(name))
             pipe.zcard(keys.failed(name))
             pipe.zcard(keys.scheduled(name))
-        results = pipe.execute()
+        results = [
+            -1 if isinstance(value, redis.ResponseError) else value  # a queue key that is not a list
+            for value in pipe.execute(raise_on_error=False)
+        ]
     queues = {}
     for i, name in enumerate(queue_names):
         queued, started, finished, failed, scheduled = results[i * 5 : i * 5 + 5]

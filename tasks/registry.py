@@ -7,6 +7,7 @@ never imports a dotted path read from Redis before checking it against this allo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
@@ -83,6 +84,27 @@ def is_allowed(func_path: str, allowed_modules: tuple[str, ...]) -> bool:
         return True
     module, _, attribute = func_path.rpartition(".")
     return bool(module) and module in allowed_modules and attribute.isidentifier()
+
+
+def imported_from_elsewhere(func_path: str) -> str | None:
+    """For a function of an allowed module: where it is really defined, when that is outside the module.
+
+    `allowed_modules = ["myapp.jobs"]` allows what myapp.jobs defines (and its submodules), not what it
+    imported: `myapp.jobs.system` after `from os import system` is os.system. Only modules already
+    imported are looked at (the daemon imports the allowed modules at start-up); None otherwise.
+    """
+    module_name, _, attribute = func_path.rpartition(".")
+    module = sys.modules.get(module_name)
+    if module is None or func_path in _BY_PATH:
+        return None
+    defined_in = getattr(getattr(module, attribute, None), "__module__", None)
+    if (
+        not isinstance(defined_in, str)
+        or defined_in == module_name
+        or defined_in.startswith(module_name + ".")
+    ):
+        return None
+    return f"{defined_in}.{attribute}"
 
 
 def describe_allowed(allowed_modules: tuple[str, ...]) -> str:

@@ -124,9 +124,16 @@ def test_unsupported_rq_options_fail_the_job_and_say_which(client: redis.Redis, 
     assert "RQ option 'on_success' is not supported" in failure(client, job.id)
 
 
-def test_fresh_mode_runs_each_job_in_a_new_process(client: redis.Redis, redis_url: str) -> None:
-    jobs = [queue(client, 1).enqueue("os.getpid") for _ in range(6)]
-    with running_daemon(redis_url, env={"ASCHED_SLOT_MODE": "fresh", "ASCHED_ALLOWED_MODULES": '["os"]'}):
+def test_fresh_mode_runs_each_job_in_a_new_process(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    jobs = [queue(client, 1).enqueue("tests.fixtures.canary.pid") for _ in range(6)]
+    env = {
+        "ASCHED_SLOT_MODE": "fresh",
+        "ASCHED_ALLOWED_MODULES": '["tests.fixtures.canary"]',
+        "ASCHED_TEST_CANARY": str(tmp_path / "imported"),
+    }
+    with running_daemon(redis_url, env=env):
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in jobs))
     pids = {fetch(client, j.id).return_value() for j in jobs}
     assert len(pids) == 6
@@ -159,6 +166,22 @@ def test_an_allowlisted_module_runs_and_a_memory_error_fails_only_its_job(
         wait_until(lambda: fetch(client, after.id).get_status() == JobStatus.FINISHED)
     assert fetch(client, allowed.id).return_value() == "ran" and canary.exists()
     assert "MemoryError" in failure(client, greedy.id)
+
+
+def test_an_allowed_module_allows_what_it_defines_not_what_it_imported(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    # canary.py does `from os import system`: allowing the module must not allow os.system through it
+    marker = tmp_path / "shell-ran"
+    job = queue(client, 1).enqueue("tests.fixtures.canary.system", f"touch {marker}")
+    env = {
+        "ASCHED_TEST_CANARY": str(tmp_path / "imported"),
+        "ASCHED_ALLOWED_MODULES": '["tests.fixtures.canary"]',
+    }
+    with running_daemon(redis_url, env=env):
+        wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.FAILED)
+    assert "it is posix.system, imported into an allowed module, not defined there" in failure(client, job.id)
+    assert not marker.exists()
 
 
 def test_without_the_p0_lane_a_p0_job_takes_the_slot_of_a_checkpointing_p3_job(
@@ -203,3 +226,18 @@ def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
         wait_until(lambda: "P0 lane closed: unused for 1 s" in daemon.output(), timeout_s=5)
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in waiting), 15)
     assert [fetch(client, u.id).return_value() for u in urgent] == [100, 101, 102]
+
+
+def test_a_queue_key_that_is_not_a_list_is_reported_and_the_other_queues_are_served(
+    client: redis.Redis, redis_url: str
+) -> None:
+    client.set("rq:queue:p1", "not a list")  # another application's key, where our P1 queue should be
+    with running_daemon(redis_url) as daemon:
+        job = queue(client, 2).enqueue("tasks.builtin.add", 1, 2)
+        wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.FINISHED)
+        wait_until(lambda: "queue key rq:queue:p1 is not a list" in daemon.output())
+        # once the key is fixed, P1 is served again (within a housekeeping turn)
+        client.delete("rq:queue:p1")
+        later = queue(client, 1).enqueue("tasks.builtin.add", 2, 2)
+        wait_until(lambda: fetch(client, later.id).get_status() == JobStatus.FINISHED, timeout_s=5)
+        assert daemon.process.poll() is None
