@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +42,32 @@ def live_daemons(client: redis.Redis) -> int:
     return len(list(client.scan_iter(match="asched:status:*")))
 
 
+class LogFile:
+    """A daemon's log: written by the daemon, read by the test, removed by `close()` or when collected.
+
+    The test keeps no descriptor open on it (a forgotten one would surface as a ResourceWarning in
+    whichever later test the garbage collector happens to run).
+    """
+
+    def __init__(self) -> None:
+        self.fd, self.name = tempfile.mkstemp(prefix="asched-daemon-", suffix=".log")
+        self._remove = weakref.finalize(self, _remove_quietly, self.name)
+
+    def close_writer(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def close(self) -> None:
+        self.close_writer()
+        self._remove()
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 class DaemonProcess:
     """`python -m scheduler run` as a real child process against the test Redis."""
 
@@ -51,7 +79,7 @@ class DaemonProcess:
         cgroup_procs: Path | None = None,
     ) -> None:
         full_env = {**os.environ, "ASCHED_REDIS_URL": redis_url, "ASCHED_LOG_LEVEL": "DEBUG", **(env or {})}
-        self.log = tempfile.NamedTemporaryFile(prefix="asched-daemon-", suffix=".log")  # noqa: SIM115
+        self.log = LogFile()
         command = [sys.executable, "-m", "scheduler", "run", *args]
         if cgroup_procs is not None:  # join the cgroup first, then become the daemon
             command = ["sh", "-c", f'echo $$ > {cgroup_procs} && exec "$0" "$@"', *command]
@@ -59,10 +87,11 @@ class DaemonProcess:
             command,
             cwd=ROOT,
             env=full_env,
-            stdout=self.log,
+            stdout=self.log.fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self.log.close_writer()  # the daemon has its own copy: no descriptor left open here
         self.client = redis.Redis.from_url(redis_url)
 
     def wait_ready(self, count: int = 1, timeout_s: float = 15.0) -> DaemonProcess:
