@@ -1,0 +1,39 @@
+"""The soak benchmark's code path, short: about 9 s of mixed load with pressure spikes, then the
+accounting and the leak checks `python -m bench.soak --minutes 10` reports on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import soak
+
+
+@pytest.mark.timeout(90)
+def test_a_short_soak_accounts_for_every_job_and_leaks_nothing(redis_url: str, tmp_path: Path) -> None:
+    config = soak.Config(
+        minutes=0.15, sample_every_s=1.0, warmup_s=3.0, spike_every_s=3.0, drain_timeout_s=40
+    )
+    report = soak.run(config, redis_url=redis_url, workdir=tmp_path)
+    print(f"\n{soak.table(report)}")
+    summary, jobs = report["summary"], report["jobs"]
+    # every job accounted for: ended (finished, failed, shed, skipped) or still waiting, none lost
+    assert report["drained_s"] >= 0, jobs
+    assert summary["lost"] == 0 and summary["waiting"] == 0, jobs
+    p0 = jobs["by_priority"]["P0"]
+    assert p0.get("finished", 0) == sum(p0.values()) > 0, p0  # P0 is never skipped, shed nor stopped
+    assert jobs.get("finished", 0) > jobs["enqueued"] / 2, jobs
+    # the spikes really pressed: HIGH or EMERGENCY reached
+    assert report["log"]["to HIGH"] + report["log"]["to EMERGENCY"] >= 1, report["log"]
+    # no leak: descriptors, threads and children flat after the warm-up; no zombie lingers
+    for name in ("fds", "threads"):
+        assert summary[name]["max"] - summary[name]["min"] <= 2, (name, summary[name])
+    children = summary["children"]
+    assert children["min"] >= 2 and children["max"] <= 3, children  # two slots, and the P0 lane when open
+    assert summary["zombies_max"] <= 1, summary
+    assert summary["rss_growth_percent"] < 10, summary
+    # every key the daemon writes has a TTL or is one expected to have none
+    assert not report["keys_running"]["unexpected"], report["keys_running"]
+    assert report["log"]["errors"] == 0 and report["log"]["tracebacks"] == 0, report["log"]
+    assert report["exit_code"] == 0
