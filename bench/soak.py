@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MIB = 2**20
 LEVELS = ("NORMAL", "ELEVATED", "HIGH", "EMERGENCY")
+NUMBER = re.compile(r"\b\d+(\.\d+)?\b")  # failure reasons group once their numbers are dropped
 
 # Redis keys expected to have no TTL: RQ's queues and registries (RQ trims registries itself), the
 # list of queues, our shed registry (shed jobs are kept for replay), our set of daemon ids (pruned
@@ -53,7 +55,8 @@ EXPECTED_WITHOUT_TTL = re.compile(
     r"^rq:queues$|^rq:(queue|wip|finished|failed|scheduled|canceled|deferred):[^:]+$"
     r"|^asched:(shed|daemons|skipped)$"
 )
-WAITING = {"queued", "scheduled", "deferred"}  # an RQ job hash has no TTL until the job ends
+WAITING = {"queued", "scheduled", "deferred"}
+UNENDED = WAITING | {"started"}  # an RQ job hash has no TTL until the job ends
 PATTERNS = [
     (re.compile(r"^rq:job:[^:]+$"), "rq:job:<id>"),
     (re.compile(r"^rq:job:[^:]+:(.+)$"), r"rq:job:<id>:\1"),
@@ -207,7 +210,28 @@ def account(client: redis.Redis, load: Load) -> dict[str, Any]:
             state = status.decode()
         counts[state] += 1
         by_priority[f"P{priority}"][state] += 1
-    return {**counts, "enqueued": len(load.jobs), "by_priority": {p: dict(c) for p, c in by_priority.items()}}
+    return {
+        **counts,
+        "enqueued": len(load.jobs),
+        "by_priority": {p: dict(c) for p, c in by_priority.items()},
+        "failed_because": failure_reasons(client, load),
+    }
+
+
+def failure_reasons(client: redis.Redis, load: Load) -> dict[str, int]:
+    """Failed jobs by task and the last line of their reason (numbers dropped, so they group)."""
+    reasons: Counter[str] = Counter()
+    for job_id, (_, task) in load.jobs.items():
+        status, exc_info = client.hmget(f"rq:job:{job_id}", "status", "exc_info")
+        if status != b"failed" or not exc_info:
+            continue
+        try:
+            text = zlib.decompress(exc_info).decode("utf-8", "replace")
+        except zlib.error:
+            text = exc_info.decode("utf-8", "replace")
+        last = text.strip().splitlines()[-1] if text.strip() else "?"
+        reasons[f"{task}: {NUMBER.sub('N', last)[:120]}"] += 1
+    return dict(reasons.most_common())
 
 
 def keys_without_ttl(client: redis.Redis) -> dict[str, Any]:
@@ -224,8 +248,8 @@ def keys_without_ttl(client: redis.Redis) -> dict[str, Any]:
         pattern = group(key)
         if EXPECTED_WITHOUT_TTL.match(key):
             expected[pattern] += 1
-        elif pattern == "rq:job:<id>" and _waiting_or_shed(client, key):
-            expected[f"{pattern} (waiting, or shed: kept for replay)"] += 1
+        elif pattern == "rq:job:<id>" and (state := _waiting_or_shed(client, key)):
+            expected[f"{pattern} ({state})"] += 1
         else:
             note = _describe(client, key)
             unexpected[f"{pattern}{note}"] += 1
@@ -240,9 +264,14 @@ def group(key: str) -> str:
     return key
 
 
-def _waiting_or_shed(client: redis.Redis, key: str) -> bool:
+def _waiting_or_shed(client: redis.Redis, key: str) -> str:
+    """Why a job hash may have no TTL: it still waits (RQ sets none until the job ends), or it was shed
+    (kept for replay, by design); "" otherwise."""
     status, outcome = client.hmget(key, "status", "asched_outcome")
-    return (status or b"").decode() in WAITING or outcome == b"shed"
+    if outcome == b"shed":
+        return "shed: kept for replay"
+    state = (status or b"").decode()
+    return f"{state}: not ended yet" if state in UNENDED else ""
 
 
 def _describe(client: redis.Redis, key: str) -> str:
@@ -255,8 +284,10 @@ def _describe(client: redis.Redis, key: str) -> str:
 
 def log_counts(text: str) -> dict[str, int]:
     lines = text.splitlines()
-    levels = Counter(m.group(1) for line in lines if (m := re.search(r"memory pressure \w+ -> (\w+)", line)))
+    changes = [m for line in lines if (m := re.search(r"memory pressure \w+ -> (\w+) at ([\d.]+) %", line))]
+    levels = Counter(m.group(1) for m in changes)
     return {
+        "peak pressure": max((float(m.group(2)) for m in changes), default=0.0),
         **{f"to {level}": levels.get(level, 0) for level in LEVELS},
         "errors": sum(1 for line in lines if "| ERROR" in line or "| CRITICAL" in line),
         "tracebacks": text.count("Traceback"),
@@ -437,7 +468,8 @@ def table(report: dict[str, Any]) -> str:
         ("threads warm -> end (min-max)", _span(s["threads"])),
         ("child processes warm -> end (min-max)", _span(s["children"])),
         ("zombie children (max seen)", s["zombies_max"]),
-        ("pressure spikes enqueued / peak pressure %", f"{report['spikes']} / {s['peak_pressure']:.1f}"),
+        ("pressure spikes enqueued / peak pressure % (at a level change)",
+         f"{report['spikes']} / {log['peak pressure']:.1f}"),
         ("level changes to ELEVATED / HIGH / EMERGENCY / NORMAL",
          f"{log['to ELEVATED']} / {log['to HIGH']} / {log['to EMERGENCY']} / {log['to NORMAL']}"),
         ("samples at NORMAL / ELEVATED / HIGH / EMERGENCY",
@@ -458,6 +490,9 @@ def table(report: dict[str, Any]) -> str:
     ]  # fmt: skip
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines.append("")
+    lines.append("failed jobs, by task and reason:")
+    lines.extend(f"  {n:>6}  {reason}" for reason, n in jobs["failed_because"].items())
     lines.append("")
     lines.append("keys without TTL, by pattern (while running, after the drain):")
     for title, groups in (("expected", "expected"), ("UNEXPECTED", "unexpected")):
