@@ -524,6 +524,7 @@ class Daemon:
     def _reconcile(self) -> None:
         held = [job.execution_id for job in self.local]
         held += [slot.running.job.execution_id for slot in self.pool.slots if slot.running is not None]
+        held += [item.job.execution_id for item in self._pending]  # ended, outcome not yet written
         recovered = self.intake.reconcile(held)
         self._unsure = False
         if recovered:

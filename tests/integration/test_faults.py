@@ -33,6 +33,7 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from scheduler import outcomes
 from scheduler.daemon import Daemon
 from scheduler.redis_server import RedisServer
 from settings.load import load_settings
@@ -278,6 +279,33 @@ def test_the_reply_that_ends_an_outage_keeps_the_jobs_it_claimed(client: redis.R
         # Then they are the daemon's to run, not put back in the queue as well (they would run twice)
         assert [job.id for job in daemon.local] == ids
         assert client.llen("rq:queue:p1") == 0 and client.zcard("rq:wip:p1") == 3
+    finally:
+        daemon.shutdown()
+
+
+def test_a_job_that_ends_while_that_reply_is_in_flight_is_not_put_back(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given a daemon running a claimed job, that lost an exchange's reply (so its next one reconciles)
+    job_id = queue(client, 1).enqueue("tasks.builtin.noop").id
+    daemon = Daemon(load_settings(), redis_url)
+    try:
+        daemon.intake.announce()
+        daemon._send_exchange(time.time())
+        daemon._on_exchange_reply()
+        running = daemon.local.pop()  # handed to a slot
+        daemon._unsure = True
+        # When the job ends while the next exchange is in flight, and that reply comes
+        daemon._send_exchange(time.time())
+        now = time.time()
+        daemon._settle_later(outcomes.finished(running, daemon.defaults, b"null", now, now))
+        daemon._on_exchange_reply()
+        # Then it is not put back in its queue as well (it would run again), and it is settled once
+        assert client.llen("rq:queue:p1") == 0
+        daemon._send_exchange(time.time())
+        daemon._on_exchange_reply()
+        assert status(client, job_id) == JobStatus.FINISHED and client.llen("rq:queue:p1") == 0
+        assert not len(daemon.local)
     finally:
         daemon.shutdown()
 
