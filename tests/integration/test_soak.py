@@ -1,4 +1,4 @@
-"""The soak benchmark's code path, short: about 9 s of mixed load with pressure spikes, then the
+"""The soak benchmark's code path, short: about 7 s of mixed load with pressure spikes, then the
 accounting and the leak checks `python -m bench.soak --minutes 10` reports on."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from bench import soak
 @pytest.mark.timeout(90)
 def test_a_short_soak_accounts_for_every_job_and_leaks_nothing(redis_url: str, tmp_path: Path) -> None:
     config = soak.Config(
-        minutes=0.15, sample_every_s=1.0, warmup_s=3.0, spike_every_s=3.0, drain_timeout_s=40
+        minutes=0.12, sample_every_s=1.0, warmup_s=2.5, spike_every_s=3.0, drain_timeout_s=40
     )
     report = soak.run(config, redis_url=redis_url, workdir=tmp_path)
     print(f"\n{soak.table(report)}")
