@@ -13,11 +13,13 @@ import re
 import socket
 from collections import Counter
 from collections.abc import Mapping
-
-import statsd
+from typing import TYPE_CHECKING
 
 from scheduler.model import Outcome, Priority
 from scheduler.outcomes import count_name
+
+if TYPE_CHECKING:
+    import statsd
 
 UDP_PAYLOAD = 1400  # fits one Ethernet frame
 PRIORITIES = tuple(p.name.lower() for p in Priority)
@@ -69,6 +71,8 @@ class Metrics:
         self._counts: Counter[str] = Counter()
         self._client: statsd.StatsClient | None = None
         if url:
+            import statsd  # here: a daemon without metrics does not carry the client
+
             host, _, port = url.removeprefix("udp://").rpartition(":")
             self._client = statsd.StatsClient(host, int(port), prefix=self.prefix, maxudpsize=UDP_PAYLOAD)
             self._timings = self._client.pipeline()

@@ -18,14 +18,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import redis
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from loguru import logger
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 import tasks
 from scheduler.errors import StartupError
@@ -34,6 +30,9 @@ from scheduler.metrics import Metrics
 from scheduler.model import Priority
 from scheduler.pressure import Level
 from settings import PeriodicJob
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_DEDUP_TTL_S = 60
@@ -52,6 +51,10 @@ def marked_heartbeat(fields: dict[str, bytes]) -> bool:
 
 
 def trigger_for(job: PeriodicJob) -> BaseTrigger:
+    # imported here, as RQ below: a daemon without periodic jobs does not carry them (about 3 MiB)
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
     if job.cron is not None:
         return CronTrigger.from_crontab(job.cron, timezone=UTC)
     return IntervalTrigger(seconds=job.every_s, start_date=EPOCH, timezone=UTC)
@@ -121,6 +124,9 @@ class Periodic:
             self._enqueue(entry, fire_time)
 
     def _enqueue(self, entry: Entry, fire_time: datetime) -> None:
+        from rq import Queue
+        from rq.serializers import JSONSerializer
+
         job = entry.job
         info = tasks.lookup(job.task)
         queue = Queue(self._queues[entry.priority], connection=self._client, serializer=JSONSerializer)

@@ -11,7 +11,6 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,6 +41,8 @@ class PeriodicJob(BaseModel):
         if (self.every_s is None) == (self.cron is None):
             raise ValueError(f"periodic job {self.name!r}: give exactly one of every_s and cron")
         if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger  # here: the daemon imports it only if used
+
             try:
                 CronTrigger.from_crontab(self.cron, timezone=UTC)
             except ValueError as exc:
