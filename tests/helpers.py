@@ -131,3 +131,16 @@ def running_daemon(redis_url: str, **kwargs: Any) -> Iterator[DaemonProcess]:
             daemon.stop()
         daemon.client.close()
         daemon.log.close()
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`python -m scheduler ARGS` as a user runs it: none of this process's ASCHED_* settings, only `env`."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASCHED_")} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from tests.helpers import ROOT, running_daemon, wait_until
-
-
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASCHED_")} | (env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.helpers import cli, running_daemon, wait_until
 
 
 def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: str) -> None:

@@ -11,12 +11,10 @@ output, and no error printed for a wrong password.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from scheduler.redis_server import find_binary
-from tests.helpers import ROOT, queue, running_daemon, wait_until
+from tests.helpers import cli, queue, running_daemon, wait_until
 
 USER = "asched"
 PASSWORD = "s3cret-PW"
@@ -152,18 +150,6 @@ def tls_client(tls_redis: TlsRedis) -> Iterator[redis.Redis]:
     client.close()
 
 
-def cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASCHED_")} | {"ASCHED_REDIS_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def error_lines(stderr: str) -> list[str]:
     """What stderr says besides the daemon's INFO/DEBUG log lines (start-up notes)."""
     return [line for line in stderr.strip().splitlines() if not INFO_LINE.match(line)]
@@ -204,14 +190,14 @@ def test_a_job_runs_over_tls_and_status_works_without_showing_the_password(
         # and `status` (table and JSON) reads the same Redis over TLS
         status = wait_until(
             lambda: (
-                (r := cli("status", "--json", url=url)).returncode == 0
+                (r := cli("status", "--json", env={"ASCHED_REDIS_URL": url})).returncode == 0
                 and json.loads(r.stdout)["totals"].get("finished")
                 and r
             ),
             timeout_s=15,
         )
-        table = cli("status", url=url)
-        enqueued = cli("enqueue", "add", "[1, 2]", "--priority", "P0", url=url)
+        table = cli("status", env={"ASCHED_REDIS_URL": url})
+        enqueued = cli("enqueue", "add", "[1, 2]", "--priority", "P0", env={"ASCHED_REDIS_URL": url})
         assert enqueued.returncode == 0, enqueued.stderr
         wait_until(
             lambda: (
@@ -232,7 +218,7 @@ def test_a_job_runs_over_tls_and_status_works_without_showing_the_password(
 def test_a_wrong_password_stops_with_one_line_that_does_not_show_it(
     tls_redis: TlsRedis, command: tuple[str, ...]
 ) -> None:
-    result = cli(*command, url=tls_redis.url(password=WRONG_PASSWORD))
+    result = cli(*command, env={"ASCHED_REDIS_URL": tls_redis.url(password=WRONG_PASSWORD)})
     assert result.returncode == 1, (result.stdout, result.stderr)
     lines = error_lines(result.stderr)
     assert len(lines) == 1, result.stderr
@@ -244,7 +230,7 @@ def test_a_wrong_password_stops_with_one_line_that_does_not_show_it(
 def test_an_untrusted_certificate_stops_with_one_line(tls_redis: TlsRedis, tmp_path: Path) -> None:
     # Given a CA the server's certificate was not signed by
     make_certificates(tmp_path)
-    result = cli("run", url=tls_redis.url(ca=tmp_path / "ca.crt"))
+    result = cli("run", env={"ASCHED_REDIS_URL": tls_redis.url(ca=tmp_path / "ca.crt")})
     assert result.returncode == 1, (result.stdout, result.stderr)
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
