@@ -196,12 +196,15 @@ class Daemon:
             self._count(batch)
             self.intake.release_lease()
         except redis.RedisError as exc:
-            self.log.error(
-                "could not write {} outcomes at stop ({}): unfinished jobs stay claimed under this "
-                "daemon and any daemon puts them back once its lease expires",
-                len(batch),
-                exc,
-            )
+            if batch:
+                self.log.error(
+                    "could not write {} outcomes at stop ({}): unfinished jobs stay claimed under this "
+                    "daemon and any daemon puts them back once its lease expires",
+                    len(batch),
+                    exc,
+                )
+            else:
+                self.log.warning("could not release the lease at stop ({}): it expires on its own", exc)
         self.log.info("daemon stopped: {}", self.counts)
         if self.pool.start_ms:
             starts = sorted(self.pool.start_ms)

@@ -64,6 +64,8 @@ def _tick(daemon: Daemon, outage: list[int]) -> bool:
     """One tick; a Redis outage is logged once, waited out with backoff, and does not stop the daemon."""
     try:
         done = daemon.tick()
+        if outage[0]:
+            daemon.client.ping()  # a turn may make no Redis call at all: ask before saying it is back
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         if not outage[0]:
             logger.warning("Redis unreachable, retrying with backoff: {}", exc)
