@@ -90,11 +90,6 @@ class Metrics:
         if self._client is not None:
             self._counts[f"jobs.{event}.{PRIORITIES[priority]}"] += 1
 
-    def outcomes(self, outcomes: list[tuple[Outcome, Priority]]) -> None:
-        if self._client is not None:
-            for outcome, priority in outcomes:
-                self._counts[f"jobs.{count_name(outcome)}.{PRIORITIES[priority]}"] += 1
-
     def waited(self, priority: Priority, seconds: float) -> None:
         if self._client is not None:
             self._timings.timing(f"jobs.wait.{PRIORITIES[priority]}", max(0.0, seconds) * 1000)

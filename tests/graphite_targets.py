@@ -197,26 +197,25 @@ def expand_braces(segment: str) -> list[str]:
     else:
         raise ValueError(f"unbalanced braces in {segment!r}")
     head, body, tail = segment[:start], segment[start + 1 : end], segment[end + 1 :]
-    choices, depth, begin = [], 0, 0
-    for at, char in enumerate(body):
-        depth += {"{": 1, "}": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            choices.append(body[begin:at])
-            begin = at + 1
-    choices.append(body[begin:])
+    choices = split_outside_braces(body, ",")
     return [expanded for choice in choices for expanded in expand_braces(head + choice + tail)]
+
+
+def split_outside_braces(text: str, separator: str) -> list[str]:
+    """`text` split at `separator`, except where it stands inside braces."""
+    parts, depth, begin = [], 0, 0
+    for at, char in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == separator and depth == 0:
+            parts.append(text[begin:at])
+            begin = at + 1
+    parts.append(text[begin:])
+    return parts
 
 
 def split_path(pattern: str) -> list[str]:
     """A path's segments ('.' inside braces does not split)."""
-    parts, depth, begin = [], 0, 0
-    for at, char in enumerate(pattern):
-        depth += {"{": 1, "}": -1}.get(char, 0)
-        if char == "." and depth == 0:
-            parts.append(pattern[begin:at])
-            begin = at + 1
-    parts.append(pattern[begin:])
-    return parts
+    return split_outside_braces(pattern, ".")
 
 
 def matches(pattern: str, series: str) -> bool:
