@@ -393,6 +393,9 @@ class Daemon:
                     self.pool.lane_used(now_mono)
                 if not self._start(slot, now, now_mono):
                     return
+        if self.settings.p0_lane and self.pool.lane is None and self.pool.saturated():
+            # open it now, while nothing waits for it: a P0 job arriving next should not wait for a fork
+            self.pool.open_lane(now_mono, "every slot is busy")
 
     def _start(self, slot: Slot, now: float, now_mono: float) -> bool:
         """Deal with the head of the local queue; False when it must wait (pressure), True otherwise."""

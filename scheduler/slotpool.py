@@ -38,6 +38,7 @@ class SlotPool:
         self._settle = settle
         self._ended = ended  # told of every job that finished or failed in a slot, with its run time
         self._lane_used_mono = 0.0
+        self._retiring: list[Slot] = []  # killed slots not yet reaped
         self.log = logger
 
     def start(self) -> None:
@@ -67,13 +68,19 @@ class SlotPool:
             self.slots.append(self._new_slot(self.settings.slots))
             self.log.info("P0 lane opened: {}", why)
 
+    def saturated(self) -> bool:
+        """Every slot but the lane is running a job."""
+        return all(slot.busy for slot in self.slots[: self.settings.slots])
+
     def lane_used(self, now_mono: float) -> None:
         self._lane_used_mono = now_mono
 
     def close_idle_lane(self, now_mono: float, idle_s: float) -> None:
-        """Stop the lane once no P0 job has used it for `idle_s`."""
+        """Stop the lane once no P0 job has used it for `idle_s` (kept while every other slot is busy)."""
         lane = self.lane
-        if lane is not None and not lane.busy and now_mono - self._lane_used_mono > idle_s:
+        if lane is None or lane.busy or self.saturated():
+            return
+        if now_mono - self._lane_used_mono > idle_s:
             self.slots.pop()
             for fd in lane.fds:
                 self._poller.remove(fd)
@@ -90,6 +97,10 @@ class SlotPool:
     def stop_all(self) -> list[Running]:
         """Kill busy slots and stop idle ones; returns the jobs that were running (to put back)."""
         unfinished = []
+        for retired in self._retiring:
+            self._poller.remove(retired.pidfd)
+            retired.reap(block=True)
+        self._retiring.clear()
         for slot in self.slots:
             if slot.running is not None:
                 unfinished.append(slot.running)
@@ -206,8 +217,17 @@ class SlotPool:
             self.start_ms.append(slot.start_ms)
         for fd in slot.fds:
             self._poller.remove(fd)
-        slot.kill()
+        slot.send_kill()
+        if not slot.reap(block=False):  # reaped when its pidfd says it ended, meanwhile the new one starts
+            self._retiring.append(slot)
+            self._poller.add(slot.pidfd, lambda: self._on_retired_exit(slot))
         self.slots[slot.index] = self._new_slot(slot.index)
+
+    def _on_retired_exit(self, slot: Slot) -> None:
+        if slot.exited():
+            self._poller.remove(slot.pidfd)
+            slot.reap(block=False)
+            self._retiring.remove(slot)
 
     # --- outcomes --------------------------------------------------------------------------------
 

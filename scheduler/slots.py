@@ -115,13 +115,26 @@ class Slot:
 
     def kill(self) -> None:
         """Stop the slot process and everything it started, at once, and reap it."""
+        self.send_kill()
+        self.reap(block=True)
+
+    def send_kill(self) -> None:
+        """SIGKILL the slot's process group (the job's children die too) without waiting for the exit:
+        a process with hundreds of MiB takes milliseconds to tear down, and the daemon has work to do.
+        Its pidfd becomes readable once it has ended; then `reap()`."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)  # its process group: the job's children die too
+            os.killpg(self.pid, signal.SIGKILL)
+
+    def reap(self, block: bool) -> bool:
+        """Collect the ended process and close what the daemon held for it; False if it still runs."""
         if not self.exited():
+            if not block:
+                return False
             with contextlib.suppress(ChildProcessError):
                 _, status = os.waitpid(self.pid, 0)
                 self.exitcode = os.waitstatus_to_exitcode(status)
         self._close()
+        return True
 
     def stop(self) -> None:
         """Ask an idle slot to exit, and make sure it does."""

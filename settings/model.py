@@ -77,11 +77,13 @@ class Settings(BaseSettings):
     slots: int = Field(default=2, ge=1, le=64, description="Execution slots (slot processes).")
     p0_lane: bool = Field(
         default=True,
-        description="When a P0 job finds every slot busy, open one more slot for P0 jobs only, so P0 "
-        "never waits for a long job.",
+        description="While every slot is busy (or memory pressure is ELEVATED or above), keep one more "
+        "slot open for P0 jobs only, so P0 never waits for a long job or for a slot to start.",
     )
     p0_lane_idle_s: float = Field(
-        default=30.0, gt=0, description="The P0 lane closes after this long without a P0 job."
+        default=30.0,
+        gt=0,
+        description="The P0 lane closes after this long without a P0 job, once a slot is free.",
     )
     slot_mode: Literal["pool", "fresh"] = Field(
         default="pool",

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -31,6 +32,16 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s
             return value
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s} s: {predicate}")
+
+
+def children(pid: int, zombies: bool = False) -> set[int]:
+    """A process's children: the live ones, or only the zombies (ended, not reaped by their parent)."""
+    found = set()
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if (child.status() == psutil.STATUS_ZOMBIE) == zombies:
+                found.add(child.pid)
+    return found
 
 
 def queue(client: redis.Redis, priority: int) -> Queue:

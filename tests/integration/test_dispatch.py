@@ -9,7 +9,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from tests.helpers import queue, running_daemon, wait_until
+from tests.helpers import children, queue, running_daemon, wait_until
 
 
 def fetch(client: redis.Redis, job_id: str) -> Job:
@@ -212,6 +212,9 @@ def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
     waiting = [queue(client, 3).enqueue("tasks.builtin.add", i, 1) for i in range(3)]
     with running_daemon(redis_url, env={"ASCHED_P0_LANE_IDLE_S": "1"}) as daemon:
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.STARTED for j in blockers))
+        # the lane is opened ahead, before any P0 job comes: a third slot process is there
+        wait_until(lambda: "P0 lane opened: every slot is busy" in daemon.output())
+        wait_until(lambda: len(children(daemon.process.pid)) == 3)
         # When P0 jobs arrive
         urgent = [queue(client, 0).enqueue("tasks.builtin.add", i, 100) for i in range(3)]
         # Then they run in the P0 lane within milliseconds, while the P3 jobs keep waiting for a slot
@@ -222,8 +225,9 @@ def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
         assert max(waits) < 0.5, waits
         assert all(fetch(client, j.id).get_status() != JobStatus.FINISHED for j in waiting)
         assert "P0 lane opened" in daemon.output() and "preempting" not in daemon.output()
-        # And the lane closes once unused
-        wait_until(lambda: "P0 lane closed: unused for 1 s" in daemon.output(), timeout_s=5)
+        # And the lane closes once unused and a slot is free (the blockers sleep 4 s)
+        wait_until(lambda: "P0 lane closed: unused for 1 s" in daemon.output(), timeout_s=10)
+        assert all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in blockers)
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in waiting), 15)
     assert [fetch(client, u.id).return_value() for u in urgent] == [100, 101, 102]
 

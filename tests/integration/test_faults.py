@@ -38,7 +38,7 @@ from scheduler.daemon import Daemon
 from scheduler.redis_server import RedisServer
 from scheduler.service import backoff_s
 from settings.load import load_settings
-from tests.helpers import DaemonProcess, queue, running_daemon, wait_until
+from tests.helpers import DaemonProcess, children, queue, running_daemon, wait_until
 
 FAST_LEASE = {"ASCHED_LEASE_TTL_S": "1", "ASCHED_LOG_LEVEL": "INFO"}
 
@@ -370,27 +370,21 @@ def slot_of(client: redis.Redis, daemon: DaemonProcess, job_id: str) -> int | No
     return None
 
 
-def slots_of(daemon: DaemonProcess) -> set[int]:
-    return {
-        p.pid for p in psutil.Process(daemon.process.pid).children() if p.status() != psutil.STATUS_ZOMBIE
-    }
-
-
 @pytest.mark.timeout(60)
 def test_slot_faults_fail_their_job_replace_the_slot_and_leave_no_process(
     client: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
     q = queue(client, 1)
-    env = {"ASCHED_SLOT_MEMORY_CAP": "60MB", "ASCHED_SLOTS": "3"}
+    env = {"ASCHED_SLOT_MEMORY_CAP": "60MB", "ASCHED_SLOTS": "3", "ASCHED_P0_LANE": "false"}
     pid_files = {name: tmp_path / f"{name}.pids" for name in ("returns", "exits", "overruns", "killed")}
     with running_daemon(redis_url, env=env) as daemon:
-        first_slots = slots_of(daemon)
+        first_slots = children(daemon.process.pid)
         # Given a job that starts children and grandchildren and returns while they run: once it has
         # finished, none is left, although its slot lives on
         returns = q.enqueue("tasks.builtin.spawn_children", str(pid_files["returns"]), "return")
         wait_until(lambda: status(client, returns.id) == JobStatus.FINISHED)
         assert len(pids_in(pid_files["returns"])) == 6 and not alive(pids_in(pid_files["returns"]))
-        assert slots_of(daemon) == first_slots
+        assert children(daemon.process.pid) == first_slots
         # And jobs that loop past their timeout, allocate past the 60 MB slot cap, start children then
         # end their process / overrun; a job whose slot is SIGKILLed from outside; and one that ignores
         # the SIGTERM sent to its slot
@@ -421,7 +415,7 @@ def test_slot_faults_fail_their_job_replace_the_slot_and_leave_no_process(
         wait_until(
             lambda: all(status(client, j.id) in (JobStatus.FINISHED, JobStatus.FAILED) for j in jobs.values())
         )
-        final_slots = slots_of(daemon)
+        final_slots = children(daemon.process.pid)
         output = daemon.output()
         # counted while the daemon still runs (its stop kills every slot's process group)
         started = {name: pids_in(path) for name, path in pid_files.items()}
@@ -462,7 +456,7 @@ def test_a_stop_ends_jobs_that_ignore_sigterm_or_have_children_and_puts_them_bac
     parent = queue(client, 1).enqueue("tasks.builtin.spawn_children", str(pids), "sleep")
     with running_daemon(redis_url, env={"ASCHED_STOP_TIMEOUT_S": "1"}) as daemon:
         wait_until(lambda: pids.exists() and status(client, stubborn.id) == JobStatus.STARTED)
-        slots = slots_of(daemon)
+        slots = children(daemon.process.pid)
         started = time.monotonic()
         assert daemon.stop(timeout_s=10) == 0
         stop_s = time.monotonic() - started

@@ -16,7 +16,7 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from tests.helpers import ROOT, queue, running_daemon, wait_until
+from tests.helpers import ROOT, children, queue, running_daemon, wait_until
 
 SMALL_BUDGET = {
     "ASCHED_MEMORY_BUDGET": "300MB",
@@ -163,11 +163,13 @@ def test_a_job_past_the_slot_cap_is_stopped_and_the_daemon_carries_on(
     client: redis.Redis, redis_url: str
 ) -> None:
     env = {"ASCHED_SLOT_MEMORY_CAP": "100MB"}
-    with running_daemon(redis_url, env=env):
+    with running_daemon(redis_url, env=env) as daemon:
         greedy = queue(client, 1).enqueue("tasks.builtin.allocate", 300, 5.0)
         after = queue(client, 1).enqueue("tasks.builtin.add", 2, 3)
         wait_until(lambda: status(client, greedy.id) == JobStatus.FAILED, timeout_s=15)
         wait_until(lambda: status(client, after.id) == JobStatus.FINISHED)
+        # the killed slot was reaped once it ended (the daemon did not wait for it): no zombie is left
+        wait_until(lambda: not children(daemon.process.pid, zombies=True), timeout_s=2)
     result = fetch(client, greedy.id).latest_result()
     assert result is not None and "exceeded the slot memory cap (100 MB)" in (result.exc_string or "")
 
