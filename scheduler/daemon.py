@@ -123,7 +123,7 @@ class Daemon:
         """Take the lease, recover dead daemons' jobs, start the slots."""
         self.client.ping()
         self.intake.announce()
-        self._recover()
+        self._log_recovered(self.intake.recover())
         for module in self.settings.allowed_modules:
             try:
                 importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
@@ -513,17 +513,16 @@ class Daemon:
     def _housekeeping(self, now: float) -> None:
         # the lease is renewed here: at least twice per lease, or a 1 s lease lapses between renewals
         self._next_housekeeping = now + min(HOUSEKEEPING_S, self.settings.lease_ttl_s / 2)
-        self.intake.announce()
         self.pool.close_idle_lane(time.monotonic(), self.settings.p0_lane_idle_s)
-        publish(self.client, self._status(), self.settings.lease_ttl_s)
-        depths = self.intake.depths()
+        chores = self.intake.housekeeping(
+            now, lambda pipe: publish(pipe, self._status(), self.settings.lease_ttl_s)
+        )
         if self.metrics.enabled:
-            self.metrics.flush(gauges(self, depths))
-        self.notifier.status(status_line(self, depths))
-        self._recover()
-        moved = self.intake.promote_scheduled(now)
-        if moved:
-            self.log.debug("moved {} scheduled jobs into their queues", moved)
+            self.metrics.flush(gauges(self, chores.depths))
+        self.notifier.status(status_line(self, chores.depths))
+        self._log_recovered(chores.recovered)
+        if chores.promoted:
+            self.log.debug("moved {} scheduled jobs into their queues", chores.promoted)
         for index in self._empty - self._arrived:
             self._arm(index)  # a watch that could not be set (Redis refused or was away) is set again
 
@@ -536,8 +535,7 @@ class Daemon:
         if recovered:
             self.log.warning("put back {} claims whose reply was lost: {}", len(recovered), recovered[:10])
 
-    def _recover(self) -> None:
-        recovered = self.intake.recover()
+    def _log_recovered(self, recovered: list[str]) -> None:
         if recovered:
             self.log.warning("recovered {} jobs of dead daemons: {}", len(recovered), recovered[:10])
 

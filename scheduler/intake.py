@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 
 import redis
 from loguru import logger
+from redis.exceptions import NoScriptError
 
 from scheduler import keys
 from scheduler.model import ClaimedJob, Outcome, Priority, Settlement
@@ -25,11 +27,21 @@ from settings import Settings
 
 LEASE_SLACK_S = 60  # RQ's own cleanup must not fail our running jobs: keep their score in the future
 CLAIM_STRIDE = 3 + len(FIELDS)
+PROMOTE_BATCH = 1000  # scheduled jobs moved per call at most
 NOT_OURS = b"!"  # the claim's execution id for a queue entry that is not an RQ job (exchange.lua)
 
 
 def _source(name: str) -> str:
     return files("scheduler.lua").joinpath(f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Chores:
+    """What one housekeeping round trip found."""
+
+    depths: list[int]  # jobs waiting per priority, P0 first; -1 for a queue key that is not a list
+    recovered: list[str]  # ids of dead daemons' jobs put back into their queues
+    promoted: int  # scheduled jobs moved into their queues
 
 
 class Intake:
@@ -59,17 +71,49 @@ class Intake:
         fields = ", ".join(f"'{name}'" for name in FIELDS[1:])
         self._exchange = ScriptLine(client, _source("exchange").replace("__FIELDS__", fields))
         self._reclaim = client.register_script(_source("reclaim"))
+        self._reclaim_keys = self.queue_keys + self._started_keys + [keys.DAEMONS]
         self._promote = client.register_script(_source("promote"))
+        self._promote_keys = [keys.scheduled(name) for name in settings.queues] + self.queue_keys
 
     def announce(self) -> None:
         """Take (or renew) this daemon's lease and register the queues with RQ (`rq info` lists them)."""
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(
-                keys.daemon_lease(self.daemon_id), self.worker_name, px=int(self.settings.lease_ttl_s * 1000)
-            )
-            pipe.sadd(keys.DAEMONS, self.daemon_id)
-            pipe.sadd(keys.RQ_QUEUES, *self.queue_keys)
+            self._announce(pipe)
             pipe.execute()
+
+    def _announce(self, pipe: redis.Redis) -> None:
+        pipe.set(
+            keys.daemon_lease(self.daemon_id), self.worker_name, px=int(self.settings.lease_ttl_s * 1000)
+        )
+        pipe.sadd(keys.DAEMONS, self.daemon_id)
+        pipe.sadd(keys.RQ_QUEUES, *self.queue_keys)
+
+    def housekeeping(self, now: float, also: Callable[[redis.Redis], None]) -> Chores:
+        """Renew the lease, read the queue depths, put back dead daemons' claims, move due scheduled
+        jobs and whatever `also` adds to the pipeline, in one round trip: the daemon's loop waits for
+        it, and so would a P0 job arriving meanwhile."""
+        with self.client.pipeline(transaction=False) as pipe:
+            self._announce(pipe)
+            reclaim_args = ["dead", keys.daemon_lease("")]
+            pipe.evalsha(self._reclaim.sha, len(self._reclaim_keys), *self._reclaim_keys, *reclaim_args)
+            pipe.evalsha(self._promote.sha, len(self._promote_keys), *self._promote_keys, now, PROMOTE_BATCH)
+            for key in self.queue_keys:
+                pipe.llen(key)
+            also(pipe)
+            replies = pipe.execute(raise_on_error=False)
+        n = len(self.queue_keys)
+        (recovered, promoted), depth_replies = replies[3:5], replies[5 : 5 + n]
+        for reply in (*replies[:3], *replies[5 + n :]):
+            if isinstance(reply, Exception):
+                raise reply
+        if isinstance(recovered, NoScriptError) or isinstance(promoted, NoScriptError):
+            # Redis lost its scripts (a restart, SCRIPT FLUSH): the plain calls load them again
+            recovered_ids, moved = self.recover(), self.promote_scheduled(now)
+            return Chores(self.depths(), recovered_ids, moved)
+        for reply in (recovered, promoted):
+            if isinstance(reply, Exception):
+                raise reply
+        return Chores(_depths(depth_replies), [raw.decode() for raw in recovered], int(promoted))
 
     def release_lease(self) -> None:
         """Drop the lease and the published status on a clean stop (after everything was settled)."""
@@ -121,21 +165,19 @@ class Intake:
         return self._reclaim_where(["mine", self.daemon_id, *held_executions])
 
     def _reclaim_where(self, args: list[str]) -> list[str]:
-        recovered = self._reclaim(keys=self.queue_keys + self._started_keys + [keys.DAEMONS], args=args)
+        recovered = self._reclaim(keys=self._reclaim_keys, args=args)
         return [raw.decode() for raw in recovered]
 
     def promote_scheduled(self, now: float) -> int:
         """Move due scheduled jobs (enqueue_at/enqueue_in, retry intervals) into their queues."""
-        scheduled = [keys.scheduled(name) for name in self.settings.queues]
-        return int(self._promote(keys=scheduled + self.queue_keys, args=[now, 1000]))
+        return int(self._promote(keys=self._promote_keys, args=[now, PROMOTE_BATCH]))
 
     def depths(self) -> list[int]:
         """Jobs waiting in Redis per priority, P0 first; -1 for a queue whose key is not a list."""
         with self.client.pipeline(transaction=False) as pipe:
             for key in self.queue_keys:
                 pipe.llen(key)
-            replies = pipe.execute(raise_on_error=False)
-        return [-1 if isinstance(n, redis.ResponseError) else int(n) for n in replies]
+            return _depths(pipe.execute(raise_on_error=False))
 
     def _enqueue_dependents(self, job_id: str) -> None:
         """Rare path: let RQ's own code release the jobs that waited for this one."""
@@ -213,3 +255,7 @@ def _settle_args(item: Settlement, skipped_ttl_s: int = 0) -> list[str | int | f
         )
     )
     return [packed, job.id, payload, exc_info, item.extra]
+
+
+def _depths(replies: list[object]) -> list[int]:
+    return [-1 if isinstance(n, redis.ResponseError) else int(n) for n in replies]  # type: ignore[call-overload]

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -33,8 +34,9 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler import outcomes
+from scheduler import keys, outcomes
 from scheduler.daemon import Daemon
+from scheduler.intake import Intake
 from scheduler.redis_server import RedisServer
 from scheduler.service import backoff_s
 from settings.load import load_settings
@@ -287,6 +289,30 @@ def test_the_reply_that_ends_an_outage_keeps_the_jobs_it_claimed(client: redis.R
         # Then they are the daemon's to run, not put back in the queue as well (they would run twice)
         assert [job.id for job in daemon.local] == ids
         assert client.llen("rq:queue:p1") == 0 and client.zcard("rq:wip:p1") == 3
+    finally:
+        daemon.shutdown()
+
+
+def test_housekeeping_after_redis_lost_its_scripts_still_recovers_and_promotes(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given a dead daemon's claimed job, a due scheduled job, and a Redis that forgot its scripts
+    dead = Intake(client, load_settings(), "dead")
+    orphan = queue(client, 1).enqueue("tasks.builtin.noop").id
+    dead.announce()
+    assert [job.id for job in dead.exchange([], 1, time.time()).jobs] == [orphan]
+    client.delete(keys.daemon_lease("dead"))  # its lease is gone: it died
+    due = queue(client, 2).enqueue_at(datetime.now(UTC) - timedelta(seconds=1), "tasks.builtin.noop").id
+    daemon = Daemon(load_settings(), redis_url)
+    try:
+        daemon.intake.announce()
+        client.script_flush()
+        # When the daemon does its housekeeping round trip
+        chores = daemon.intake.housekeeping(time.time(), lambda pipe: pipe.set("also", "1"))
+        # Then the scripts were loaded again: the orphan is back in P1, the due job moved to P2
+        assert chores.recovered == [orphan] and chores.promoted == 1
+        assert chores.depths == [0, 1, 1, 0] and client.get("also") == b"1"
+        assert client.lrange("rq:queue:p2", 0, -1) == [due.encode()]
     finally:
         daemon.shutdown()
 

@@ -32,7 +32,8 @@ def test_job_counters_timers_and_gauges_arrive_with_catalogue_names(
     client: redis.Redis, redis_url: str, statsd: StatsdListener
 ) -> None:
     # Given a daemon sending metrics to our UDP socket under a test prefix
-    env = {"ASCHED_STATSD_URL": statsd.url, "ASCHED_STATSD_PREFIX": "t.{host}"}
+    # (no P0 lane: it opens while both slots are busy, and slots.total would count it)
+    env = {"ASCHED_STATSD_URL": statsd.url, "ASCHED_STATSD_PREFIX": "t.{host}", "ASCHED_P0_LANE": "false"}
     with running_daemon(redis_url, env=env):
         # When it runs 20 good P1 jobs and 3 failing P2 jobs
         good = [queue(client, 1).enqueue("tasks.builtin.add", i, 1) for i in range(20)]
