@@ -37,6 +37,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "memory.slot.{n}.rss_bytes": ("gauge", "slot n's RSS"),
     "memory.slot.{n}.growth_bytes": ("gauge", "what slot n's job added to its RSS"),
     "memory.slot.{n}.heap_bytes": ("gauge", "slot n's malloc in use"),
+    "memory.psi.some_avg10": ("gauge", "kernel memory PSI: % of the last 10 s some tasks stalled on memory"),
+    "memory.psi.full_avg10": ("gauge", "kernel memory PSI: % of the last 10 s all tasks stalled on memory"),
     "queue.local.{p}": ("gauge", "jobs held in the daemon's local queue"),
     "queue.redis.{p}": ("gauge", "jobs waiting in Redis"),
     "slots.busy": ("gauge", "slots running a job"),

@@ -10,6 +10,10 @@ The heap is counted the same way: the daemon's malloc in use plus each slot's gr
 
     pressure % = 100 * max(used, heap) / budget
 
+The kernel's memory PSI (share of the last 10 s in which tasks stalled waiting for memory: the
+cgroup's v2 `memory.pressure`, else the host's `/proc/pressure/memory`) is read too and reported, but
+not part of the formula: stalls show a shortage once it hurts, the levels must act before it does.
+
 Each reading costs a few /proc reads (about 25 µs per process with psutil) and a µs per heap.
 """
 
@@ -39,10 +43,30 @@ class MemorySample:
     heap: int = 0  # the daemon's malloc in use plus what each slot's grew by
     daemon_heap: int = 0
     slot_heap: dict[int, int] = field(default_factory=dict)  # slot index -> malloc in use
+    psi: Psi | None = None  # None where the kernel has no PSI
 
     @property
     def percent(self) -> float:
         return 100.0 * max(self.used, self.heap) / self.budget
+
+
+@dataclass(frozen=True, slots=True)
+class Psi:
+    """Memory pressure stall information, avg10: % of the last 10 s in which some (or all) non-idle
+    tasks waited for memory (reclaim, refaults)."""
+
+    some: float
+    full: float
+
+
+def parse_psi(text: str) -> Psi:
+    """A PSI file's avg10 figures ("some avg10=0.12 avg60=... total=..." and the "full" line)."""
+    found = {}
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        fields = dict(item.split("=", 1) for item in rest.split())
+        found[kind] = float(fields["avg10"])
+    return Psi(found["some"], found.get("full", 0.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +77,7 @@ class CgroupFiles:
     usage: Path
     stat: Path
     cache_key: str  # the memory.stat line of reclaimable file cache
+    pressure: Path | None = None  # v2 memory.pressure (PSI of this cgroup)
 
 
 def parse_limit(text: str) -> int | None:
@@ -81,7 +106,11 @@ def find_cgroup(proc_cgroup: str, root: Path = Path("/sys/fs/cgroup")) -> Cgroup
         if controllers == "" and (root / relative / "memory.max").exists():
             base = root / relative
             return CgroupFiles(
-                base / "memory.max", base / "memory.current", base / "memory.stat", "inactive_file"
+                base / "memory.max",
+                base / "memory.current",
+                base / "memory.stat",
+                "inactive_file",
+                base / "memory.pressure",
             )
         if "memory" in controllers.split(","):
             for base in (root / "memory" / relative, root / "memory"):
@@ -111,6 +140,7 @@ class Monitor:
         else:
             self.budget, self.budget_source = psutil.virtual_memory().total, "host RAM"
         self._use_cgroup = self.budget_source.startswith("cgroup")
+        self.psi_source = _psi_file(self._cgroup)
 
     def track(self, index: int, pid: int, heap: HeapCell | None = None) -> None:
         """Start reading slot `index` (process `pid`, just ready: its RSS and heap now are its base)."""
@@ -144,8 +174,25 @@ class Monitor:
         if self._use_cgroup and self._cgroup is not None:
             used = max(used, self._cgroup_usage(self._cgroup))
         return MemorySample(
-            used, self.budget, daemon_rss, growth, rss, self.budget_source, heap, daemon_heap, slot_heap
+            used,
+            self.budget,
+            daemon_rss,
+            growth,
+            rss,
+            self.budget_source,
+            heap,
+            daemon_heap,
+            slot_heap,
+            self._read_psi(),
         )
+
+    def _read_psi(self) -> Psi | None:
+        if self.psi_source is None:
+            return None
+        try:
+            return parse_psi(self.psi_source.read_text())
+        except (OSError, ValueError, KeyError):
+            return None
 
     @staticmethod
     def _cgroup_usage(files: CgroupFiles) -> int:
@@ -158,3 +205,15 @@ def _own_cgroup() -> CgroupFiles | None:
         return find_cgroup(Path(f"/proc/{os.getpid()}/cgroup").read_text())
     except (OSError, ValueError):
         return None
+
+
+def _psi_file(cgroup: CgroupFiles | None, host: Path = Path("/proc/pressure/memory")) -> Path | None:
+    """The PSI file to read: the cgroup's own (v2), else the host's; None without PSI (or unreadable)."""
+    for candidate in (cgroup.pressure if cgroup else None, host):
+        if candidate is not None:
+            try:
+                parse_psi(candidate.read_text())
+            except (OSError, ValueError, KeyError):
+                continue
+            return candidate
+    return None

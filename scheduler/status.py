@@ -45,6 +45,8 @@ class MemoryStatus:
     daemon_rss_mb: float
     heap_mb: float = 0.0  # daemon's malloc in use + each slot's growth: the other half of the formula
     daemon_heap_mb: float = 0.0
+    psi_some_avg10: float | None = None  # kernel memory PSI, % of the last 10 s (None: no PSI here)
+    psi_full_avg10: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ class DaemonStatus:
                 _mb(sample.daemon_rss) or 0.0,
                 _mb(sample.heap) or 0.0,
                 _mb(sample.daemon_heap) or 0.0,
+                sample.psi.some if sample.psi else None,
+                sample.psi.full if sample.psi else None,
             )
         local = {priority.name: n for priority, n in daemon.local.counts().items()}
         counts = dict(daemon.counts)
@@ -141,6 +145,9 @@ def gauges(daemon: Daemon, depths: list[int]) -> dict[str, float]:
             "memory.heap_bytes": sample.heap,
             "memory.daemon.heap_bytes": sample.daemon_heap,
         }
+        if sample.psi is not None:
+            values["memory.psi.some_avg10"] = sample.psi.some
+            values["memory.psi.full_avg10"] = sample.psi.full
         for index, rss in sample.slot_rss.items():
             values[f"memory.slot.{index}.rss_bytes"] = rss
             values[f"memory.slot.{index}.growth_bytes"] = sample.slot_growth.get(index, 0)

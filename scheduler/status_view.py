@@ -44,6 +44,7 @@ def render(overview: dict[str, Any]) -> str:
                 f"    memory {memory['level']} {memory['pressure_percent']} %: {memory['used_mb']} of "
                 f"{memory['budget_mb']} MiB ({memory['budget_source']}); "
                 f"daemon RSS {memory['daemon_rss_mb']} MiB, heap {memory.get('daemon_heap_mb')} MiB"
+                + _psi(memory)
             )
         for slot in daemon["slots"]:
             doing = (
@@ -58,3 +59,9 @@ def render(overview: dict[str, Any]) -> str:
         for task, circuit in sorted(daemon.get("breakers", {}).items()):
             lines.append(f"    circuit breaker {circuit}: {task}")
     return "\n".join(lines)
+
+
+def _psi(memory: dict[str, Any]) -> str:
+    if memory.get("psi_some_avg10") is None:
+        return ""
+    return f"; PSI avg10 some {memory['psi_some_avg10']} %, full {memory['psi_full_avg10']} %"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.monitor import Monitor, find_cgroup, parse_limit, parse_stat
+from scheduler.monitor import Monitor, Psi, _psi_file, find_cgroup, parse_limit, parse_psi, parse_stat
 
 
 @pytest.mark.parametrize(
@@ -28,6 +28,7 @@ def test_a_v2_cgroup_is_found_from_proc_self_cgroup(tmp_path: Path) -> None:
     (base / "memory.max").write_text("314572800\n")
     files = find_cgroup("0::/system.slice/asched.service\n", root=tmp_path)
     assert files is not None and files.limit == base / "memory.max" and files.usage == base / "memory.current"
+    assert files.pressure == base / "memory.pressure"
 
 
 def test_a_v1_cgroup_is_found_under_the_memory_hierarchy(tmp_path: Path) -> None:
@@ -49,3 +50,29 @@ def test_a_real_reading_of_this_process_against_a_set_budget() -> None:
     assert sample.budget == 10 * 2**30 and sample.budget_source == "settings"
     assert 10 * 2**20 < sample.daemon_rss < 2**30
     assert 0 < sample.percent < 10
+
+
+PSI = (
+    "some avg10=12.50 avg60=3.10 avg300=0.80 total=123456\n"
+    "full avg10=4.25 avg60=1.00 avg300=0.20 total=6789\n"
+)
+
+
+def test_psi_avg10_is_read_for_some_and_full() -> None:
+    assert parse_psi(PSI) == Psi(12.5, 4.25)
+    assert parse_psi(PSI.splitlines()[0]) == Psi(12.5, 0.0)  # a file with only the "some" line
+
+
+def test_the_cgroups_own_psi_is_preferred_then_the_hosts_then_none(tmp_path: Path) -> None:
+    base = tmp_path / "asched.service"
+    base.mkdir()
+    (base / "memory.max").write_text("max\n")
+    files = find_cgroup("0::/asched.service\n", root=tmp_path)
+    host = tmp_path / "host-psi"
+    host.write_text(PSI)
+    assert files is not None and _psi_file(files, host) == host  # no memory.pressure in the cgroup
+    (base / "memory.pressure").write_text(PSI)
+    assert _psi_file(files, host) == base / "memory.pressure"
+    host.unlink()
+    (base / "memory.pressure").write_text("garbage\n")
+    assert _psi_file(files, host) is None

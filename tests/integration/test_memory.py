@@ -16,6 +16,7 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from scheduler.monitor import Monitor
 from tests.helpers import ROOT, children, queue, running_daemon, wait_until
 
 SMALL_BUDGET = {
@@ -120,6 +121,8 @@ def test_a_p3_job_is_preempted_at_85_percent_and_resumes_to_the_right_result(
         assert "preempted (checkpointed)" in daemon.output()
         shown = wait_until(lambda: (d := daemon_status(client)) and d["counts"]["resumed"] == 1 and d)
         assert shown["counts"]["preempted"] == 1 and shown["memory"]["budget_source"] == "settings"
+        # the kernel's memory PSI is shown where the kernel has it
+        assert (shown["memory"]["psi_some_avg10"] is None) == (Monitor(None).psi_source is None)
     result = fetch(client, long_sum.id).return_value()
     assert result == {"total": n * (n - 1) // 2, "runs": 2}
 
