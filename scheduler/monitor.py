@@ -141,6 +141,8 @@ class Monitor:
             self.budget, self.budget_source = psutil.virtual_memory().total, "host RAM"
         self._use_cgroup = self.budget_source.startswith("cgroup")
         self.psi_source = _psi_file(self._cgroup)
+        # kept open and read with pread: opening the file each sample costs more than the rest of a reading
+        self._psi_fd = os.open(self.psi_source, os.O_RDONLY | os.O_CLOEXEC) if self.psi_source else None
 
     def track(self, index: int, pid: int, heap: HeapCell | None = None) -> None:
         """Start reading slot `index` (process `pid`, just ready: its RSS and heap now are its base)."""
@@ -187,10 +189,10 @@ class Monitor:
         )
 
     def _read_psi(self) -> Psi | None:
-        if self.psi_source is None:
+        if self._psi_fd is None:
             return None
         try:
-            return parse_psi(self.psi_source.read_text())
+            return parse_psi(os.pread(self._psi_fd, 512, 0).decode())
         except (OSError, ValueError, KeyError):
             return None
 

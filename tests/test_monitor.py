@@ -50,6 +50,7 @@ def test_a_real_reading_of_this_process_against_a_set_budget() -> None:
     assert sample.budget == 10 * 2**30 and sample.budget_source == "settings"
     assert 10 * 2**20 < sample.daemon_rss < 2**30
     assert 0 < sample.percent < 10
+    assert (sample.psi is None) == (monitor.psi_source is None)  # read where the kernel has PSI
 
 
 PSI = (
