@@ -53,8 +53,8 @@ from settings import Settings
 
 TICK_S = 0.1
 FLUSH_S = 0.002  # a settled job reaches Redis at most this late (or when a batch fills)
-REFILL_AT = 4  # claim when the local queue has room for this many jobs (bigger batches: one call
-# costs the daemon and Redis about as much as a job, and the reply comes back before a slot frees)
+REFILL_AT = 4  # claim when the local queue has room for this many jobs (bigger batches: each call
+# has a fixed cost in the daemon and in Redis; the reply comes back before the slots run dry)
 HOUSEKEEPING_S = 1.0
 
 
