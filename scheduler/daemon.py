@@ -53,7 +53,8 @@ from settings import Settings
 
 TICK_S = 0.1
 FLUSH_S = 0.002  # a settled job reaches Redis at most this late (or when a batch fills)
-REFILL_AT = 2  # claim when the local queue has room for this many jobs
+REFILL_AT = 4  # claim when the local queue has room for this many jobs (bigger batches: each call
+# has a fixed cost in the daemon and in Redis; the reply comes back before the slots run dry)
 HOUSEKEEPING_S = 1.0
 
 
@@ -369,7 +370,8 @@ class Daemon:
     def _exchange_due(self, now_mono: float) -> bool:
         """Whether to call Redis now: a full or aged batch to settle, room to fill, an urgent arrival."""
         if self._pending and (
-            len(self._pending) >= len(self.pool.slots) or now_mono - self._pending[0].noted_mono >= FLUSH_S
+            len(self._pending) >= 2 * len(self.pool.slots)
+            or now_mono - self._pending[0].noted_mono >= FLUSH_S
         ):
             return True
         if self.stop_requested:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.resources import files
 
@@ -28,11 +28,21 @@ from settings import Settings
 LEASE_SLACK_S = 60  # RQ's own cleanup must not fail our running jobs: keep their score in the future
 CLAIM_STRIDE = 3 + len(FIELDS)
 PROMOTE_BATCH = 1000  # scheduled jobs moved per call at most
+PRIORITIES = tuple(Priority)  # by index: Priority(i) is slower, and this runs per claimed job
 NOT_OURS = b"!"  # the claim's execution id for a queue entry that is not an RQ job (exchange.lua)
 
 
 def _source(name: str) -> str:
     return files("scheduler.lua").joinpath(f"{name}.lua").read_text()
+
+
+def _lua_list(texts: Iterable[str]) -> str:
+    """Lua literals for `texts`, comma-separated (every byte outside printable ASCII escaped)."""
+    return ", ".join('"' + "".join(_lua_char(c) for c in text.encode()) + '"' for text in texts)
+
+
+def _lua_char(byte: int) -> str:
+    return chr(byte) if 32 <= byte < 127 and chr(byte) not in '"\\' else f"\\{byte:03d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +78,8 @@ class Intake:
             )
         ] + [keys.SHED, keys.SKIPPED]
         self._timeouts = [int(settings.default_job_timeout_s), int(settings.lease_ttl_s + LEASE_SLACK_S)]
-        fields = ", ".join(f"'{name}'" for name in FIELDS[1:])
-        self._exchange = ScriptLine(client, _source("exchange").replace("__FIELDS__", fields))
+        source = _source("exchange").replace("__FIELDS__", _lua_list(FIELDS[1:]))
+        self._exchange = ScriptLine(client, source.replace("__KEYS__", _lua_list(self._exchange_keys)))
         self._reclaim = client.register_script(_source("reclaim"))
         self._reclaim_keys = self.queue_keys + self._started_keys + [keys.DAEMONS]
         self._promote = client.register_script(_source("promote"))
@@ -145,7 +155,7 @@ class Intake:
         for item in settlements:
             args.extend(_settle_args(item, self.settings.default_result_ttl_s))
         args.append(queues)
-        return self._exchange.send(self._exchange_keys, args)
+        return self._exchange.send(args)
 
     def receive_exchange(self) -> Claim:
         """The outcome of the exchange in flight."""
@@ -217,7 +227,7 @@ def _parse_claim(flat: list[bytes | int]) -> tuple[list[ClaimedJob], list[str]]:
             missing.append(job_id)
             continue
         fields = dict(zip(FIELDS, flat[i + 3 : i + CLAIM_STRIDE], strict=True))
-        claimed.append(ClaimedJob(job_id, Priority(flat[i]), execution.decode(), fields))  # type: ignore[union-attr, arg-type]
+        claimed.append(ClaimedJob(job_id, PRIORITIES[flat[i]], execution.decode(), fields))  # type: ignore[union-attr, index, arg-type]
     if foreign:
         logger.warning(
             "dropped {} queue entries that are not RQ jobs (an id outside [A-Za-z0-9_-], or a key that is "
@@ -229,30 +239,24 @@ def _parse_claim(flat: list[bytes | int]) -> tuple[list[ClaimedJob], list[str]]:
 
 
 def _settle_args(item: Settlement, skipped_ttl_s: int = 0) -> list[str | int | float | bytes]:
-    job, options = item.job, item.options
-    ttl = skipped_ttl_s if item.outcome is Outcome.SKIPPED else 0  # a skipped job expires like a result
+    job, options, outcome = item.job, item.options, item.outcome
+    ttl = skipped_ttl_s if outcome is Outcome.SKIPPED else 0  # a skipped job expires like a result
     if options is not None:
-        ttl = options.result_ttl_s if item.outcome is Outcome.FINISHED else options.failure_ttl_s
+        ttl = options.result_ttl_s if outcome is Outcome.FINISHED else options.failure_ttl_s
     payload = b""
     exc_info: str | bytes = b""
-    if item.outcome is Outcome.FINISHED and item.result is not None:
+    if outcome is Outcome.FINISHED and item.result is not None:
         payload = base64.b64encode(item.result)
-    elif item.outcome in (Outcome.SKIPPED, Outcome.SHED, Outcome.DEFERRED):
+    elif outcome in (Outcome.SKIPPED, Outcome.SHED, Outcome.DEFERRED):
         exc_info = item.reason  # plain text: it is our own field, not RQ's
     elif item.reason:
         exc_info = zlib.compress(item.reason.encode("utf-8", "replace"))
         payload = base64.b64encode(exc_info)
-    packed = "\x1f".join(
-        (
-            item.outcome.value,
-            str(int(job.priority)),
-            job.execution_id,
-            rq_timestamp(item.started_at) if item.started_at else "",
-            rq_timestamp(item.ended_at) if item.ended_at else "",
-            repr(item.started_at),
-            repr(item.ended_at),
-            str(ttl),
-        )
+    started, ended = item.started_at, item.ended_at
+    packed = (
+        f"{outcome.value}\x1f{job.priority:d}\x1f{job.execution_id}\x1f"
+        f"{rq_timestamp(started) if started else ''}\x1f{rq_timestamp(ended) if ended else ''}\x1f"
+        f"{started!r}\x1f{ended!r}\x1f{ttl}"
     )
     return [packed, job.id, payload, exc_info, item.extra]
 

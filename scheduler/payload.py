@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import sys
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -53,6 +54,12 @@ MAX_NESTING = 100
 CONTAINERS = (list, tuple, dict)
 # A ttl above this (about 68 years) means "forever": larger values overflow Redis' EXPIRE.
 MAX_TTL_S = 2**31 - 1
+_JSON = json.JSONDecoder()
+# (func_path, allowed_modules) pairs already found allowed, and defined where their path says: the check
+# runs for every job, and a busy daemon sees the same few functions again and again. Bounded, since
+# any identifier in an allowed module passes.
+_ALLOWED: set[tuple[str, tuple[str, ...]]] = set()
+_ALLOWED_MAX = 1024
 
 
 def decode_call(data: bytes | None, serializer: str, allowed_modules: tuple[str, ...]) -> Call:
@@ -73,6 +80,18 @@ def decode_call(data: bytes | None, serializer: str, allowed_modules: tuple[str,
         raise PayloadError(f"payload names no function (func_name is {func_path!r})")
     if instance is not None:
         raise PayloadError(f"task {func_path!r}: instance methods are not supported; enqueue a function")
+    if (func_path, allowed_modules) not in _ALLOWED:
+        _check_allowed(func_path, allowed_modules)
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        raise PayloadError(f"task {func_path!r}: args must be a list and kwargs an object")
+    shallow = serializer != "pickle" and raw.count(b"[") + raw.count(b"{") <= MAX_NESTING  # fast path
+    if not shallow and nests_deeper([*args, *kwargs.values()], MAX_NESTING):
+        raise PayloadError(f"task {func_path!r}: an argument nests deeper than {MAX_NESTING} levels")
+    return Call(func_path, tuple(args), kwargs)
+
+
+def _check_allowed(func_path: str, allowed_modules: tuple[str, ...]) -> None:
+    """Raises TaskNotAllowed unless `func_path` is allowlisted and defined where its path says."""
     if not is_allowed(func_path, allowed_modules):
         allowed = describe_allowed(allowed_modules)
         raise TaskNotAllowed(f"task {func_path!r} is not allowed (allowed: {allowed})")
@@ -81,12 +100,9 @@ def decode_call(data: bytes | None, serializer: str, allowed_modules: tuple[str,
             f"task {func_path!r} is not allowed: it is {origin}, imported into an allowed module, not "
             "defined there"
         )
-    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
-        raise PayloadError(f"task {func_path!r}: args must be a list and kwargs an object")
-    shallow = serializer != "pickle" and raw.count(b"[") + raw.count(b"{") <= MAX_NESTING  # fast path
-    if not shallow and nests_deeper([*args, *kwargs.values()], MAX_NESTING):
-        raise PayloadError(f"task {func_path!r}: an argument nests deeper than {MAX_NESTING} levels")
-    return Call(func_path, tuple(args), kwargs)
+    # remembered only once the module is imported: before that, where the function is from is unknown
+    if len(_ALLOWED) < _ALLOWED_MAX and func_path.rpartition(".")[0] in sys.modules:
+        _ALLOWED.add((func_path, allowed_modules))
 
 
 def decode_options(fields: Mapping[str, bytes | None], defaults: JobOptions) -> JobOptions:
@@ -148,6 +164,11 @@ def _decompress(data: bytes) -> bytes:
 
 
 def _loads_json(raw: bytes) -> Any:
+    if raw[:1] == b"[":  # RQ's JSONSerializer: UTF-8 text of a list; skips json.loads' encoding sniffing
+        try:
+            return _JSON.decode(raw.decode())
+        except (ValueError, RecursionError):
+            pass  # the general path below gives the reason
     if raw[:1] == b"\x80":
         raise PayloadError(
             "payload is pickle but the daemon accepts JSON: enqueue with "
@@ -188,7 +209,9 @@ def _ttl(value: bytes | None, default: int) -> int:
 
 
 def _intervals(value: bytes | None) -> tuple[int, ...]:
-    intervals = json.loads(value or b"[]")
+    if not value:
+        return ()
+    intervals = json.loads(value)
     if not isinstance(intervals, list) or not all(
         isinstance(i, int | float) and not isinstance(i, bool) and 0 <= i < math.inf for i in intervals
     ):

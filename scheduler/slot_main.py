@@ -21,11 +21,11 @@ import signal
 import time
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
 import psutil
 
+from scheduler.channel import Channel
 from scheduler.heap import HeapCell, start_sampler
 from tasks import sdk
 
@@ -36,11 +36,10 @@ from tasks import sdk
 Outcome = tuple[str, str, bytes | str, float, float]
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-PROTOCOL = pickle.HIGHEST_PROTOCOL  # the pipe's framing; both ends run the same Python
 
 
 def serve(
-    conn: Connection,
+    conn: Channel,
     serializer: str,
     one_job: bool,
     heap: HeapCell | None = None,
@@ -53,14 +52,12 @@ def serve(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the daemon's handlers were inherited by the fork
     signal.signal(signal.SIGUSR1, sdk.request_preemption)
     dumps = _pickle_dumps if serializer == "pickle" else _json_dumps
-
-    def send(message: tuple[Any, ...]) -> None:
-        conn.send_bytes(pickle.dumps(message, PROTOCOL))
+    send = conn.send
 
     if heap is not None:
         start_sampler(heap, heap_interval_s)  # before "ready": the daemon takes its first reading as the base
     send(("ready", os.getpid()))
-    while (message := pickle.loads(conn.recv_bytes())) is not None:
+    while (message := conn.receive()) is not None:
         outcome = run(message, dumps, send)
         _end_leftovers()
         send(outcome)

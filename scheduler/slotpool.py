@@ -153,24 +153,29 @@ class SlotPool:
 
     # --- what slots say --------------------------------------------------------------------------
 
-    def _on_message(self, slot: Slot) -> None:
+    def _on_message(self, slot: Slot) -> bool:
+        """Read what the slot sent (its descriptor is readable); False once it has gone."""
         try:
-            message = slot.receive()
+            messages = slot.receive()
         except (EOFError, OSError):
-            return  # the slot died; its pidfd says so and `_on_exit` settles the job
-        if message is None:
-            self._monitor.track(slot.index, slot.pid, slot.heap)  # ready: its RSS now is its base
-        elif message[0] == "checkpoint":
-            if slot.running is not None and slot.running.job.id == message[1]:
-                slot.running.checkpoint = checkpoint.encode(message[2])
-        else:
-            self._on_outcome(slot, message)
+            return False  # the slot died; its pidfd says so and `_on_exit` settles the job
+        for message in messages:
+            if self.slots[slot.index] is not slot:
+                break  # replaced by an earlier message (its one job done, or preempted): nothing follows
+            if message is None:
+                self._monitor.track(slot.index, slot.pid, slot.heap)  # ready: its RSS now is its base
+            elif message[0] == "checkpoint":
+                if slot.running is not None and slot.running.job.id == message[1]:
+                    slot.running.checkpoint = checkpoint.encode(message[2])
+            else:
+                self._on_outcome(slot, message)
+        return True
 
     def _on_exit(self, slot: Slot) -> None:
         if not slot.exited():
             return
-        if slot.conn.poll(0):
-            self._on_message(slot)  # it sent its outcome before it ended
+        while self.slots[slot.index] is slot and slot.conn.poll(0) and self._on_message(slot):
+            pass  # it sent its outcome (or more) before it ended
         if self.slots[slot.index] is slot:
             self._replace(slot)
 

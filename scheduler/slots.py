@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, Pipe
 from typing import Any
 
 from scheduler import slot_main
+from scheduler.channel import Channel
 from scheduler.heap import HeapCell
 from scheduler.model import Call, ClaimedJob, JobOptions
-from scheduler.slot_main import PROTOCOL
 from tasks.registry import TaskInfo
 
 START_TIMEOUT_S = 10.0
@@ -58,7 +56,7 @@ class Slot:
         self.ready = False
         self.start_ms: float | None = None  # from the fork to the slot's "ready" message
         self.exitcode: int | None = None
-        self.conn, child_conn = Pipe(duplex=True)
+        self.conn, child_conn = Channel.pair()
         self.heap = HeapCell()  # the slot writes its malloc reading here (scheduler.heap)
         self.pid = _fork_slot(child_conn, serializer, one_job, self.heap, heap_interval_s)
         child_conn.close()
@@ -74,17 +72,20 @@ class Slot:
         return self.running is not None
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> bool:
-        """Block until the slot has said it is ready; False if it did not in time."""
-        if not self.ready and self.conn.poll(timeout_s):
-            self.receive()
+        """Block until the slot has said it is ready; False if it did not in time (or it died)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready and self.conn.poll(max(0.0, deadline - time.monotonic())):
+            try:
+                self.receive()
+            except (EOFError, OSError):
+                break
         return self.ready
 
     def give(self, running: Running, resume_state: Any) -> None:
         """Hand a job to this (idle) slot."""
         self.running = running
         call = running.call
-        message = (running.job.id, call.func_path, call.args, call.kwargs, resume_state)
-        self.conn.send_bytes(pickle.dumps(message, PROTOCOL))
+        self.conn.send((running.job.id, call.func_path, call.args, call.kwargs, resume_state))
 
     def ask_to_yield(self, grace_s: float, reason: str, now_mono: float) -> None:
         """Ask the running job to checkpoint and stop (SIGUSR1); it is killed after `grace_s`."""
@@ -95,14 +96,16 @@ class Slot:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGUSR1)
 
-    def receive(self) -> tuple[Any, ...] | None:
-        """The next message: an outcome tuple, or None for the ready message."""
-        message = pickle.loads(self.conn.recv_bytes())
-        if message[0] == "ready":
-            self.ready = True
-            self.start_ms = (time.monotonic() - self.started_mono) * 1000
-            return None
-        return message  # type: ignore[no-any-return]
+    def receive(self) -> list[tuple[Any, ...] | None]:
+        """What the slot has sent (one read; its descriptor is readable): outcome and checkpoint tuples,
+        None for the ready message. EOFError or OSError once the slot has gone."""
+        messages = self.conn.receive_ready()
+        for i, message in enumerate(messages):
+            if message[0] == "ready":
+                self.ready = True
+                self.start_ms = (time.monotonic() - self.started_mono) * 1000
+                messages[i] = None
+        return messages
 
     def exited(self) -> bool:
         """Reap the process if it has ended; True once it has."""
@@ -139,7 +142,7 @@ class Slot:
     def stop(self) -> None:
         """Ask an idle slot to exit, and make sure it does."""
         with contextlib.suppress(OSError):
-            self.conn.send_bytes(pickle.dumps(None, PROTOCOL))
+            self.conn.send(None)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while not self.exited() and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -161,9 +164,7 @@ class Slot:
             os.close(self.pidfd)
 
 
-def _fork_slot(
-    conn: Connection, serializer: str, one_job: bool, heap: HeapCell, heap_interval_s: float
-) -> int:
+def _fork_slot(conn: Channel, serializer: str, one_job: bool, heap: HeapCell, heap_interval_s: float) -> int:
     """Fork a slot process running `slot_main.serve` on `conn`; returns its pid (in the daemon)."""
     pid = os.fork()
     if pid:

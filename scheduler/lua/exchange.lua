@@ -7,8 +7,9 @@
 -- instant leaves every job in its queue, settled, or claimed under an execution id that names its
 -- daemon (recover.lua puts those back once the daemon's lease expires).
 --
--- KEYS: for each priority P0..P3: queue, started, finished, failed, scheduled, canceled (24 keys);
---   then the shed registry and the skipped registry (sorted sets of job ids by time).
+-- Keys (the `K` table below, written into this source when it is loaded, like `fields`, so a call
+--   sends none): for each priority P0..P3: queue, started, finished, failed, scheduled, canceled
+--   (24 keys); then the shed registry and the skipped registry (sorted sets of job ids by time).
 -- ARGV[1..9]: now (unix s), now (RQ ISO text), worker name, jobs to claim, execution-id prefix,
 --   first execution counter, default timeout (s), lease slack (s), number of settlements S;
 --   then S x 5 settlement values: the text fields joined by "\31" (outcome (finished|failed|retry|
@@ -32,6 +33,7 @@
 --   queue, "1" where this claim found the queue empty (popped fewer ids than it asked for), "2" where
 --   the queue's key is not a list (another application's key, or a damaged one): it is not served.
 local now, iso, worker = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local K = {__KEYS__}
 local STRIDE = 5
 local PACKED = '^' .. string.rep('([^\31]*)\31', 7) .. '([^\31]*)$'
 local PER = 6
@@ -79,7 +81,7 @@ for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
   local outcome, id, base = a[0], a[1], PER * tonumber(a[2])
   local ttl = tonumber(a[8])
   local key = 'rq:job:' .. id
-  push(zrems, KEYS[base + 2], id .. ':' .. a[3])
+  push(zrems, K[base + 2], id .. ':' .. a[3])
   if outcome == 'finished' then
     redis.call('HSET', key, 'status', 'finished', 'started_at', a[4], 'ended_at', a[5])
     if ttl == 0 then
@@ -87,7 +89,7 @@ for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
     else
       result(id, 1, ttl, a, 'return_value')
       if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-      push(zadds, KEYS[base + 3], score(ttl), id)
+      push(zadds, K[base + 3], score(ttl), id)
     end
     dependents[#dependents + 1] = key .. ':dependents'
   elseif outcome == 'failed' then
@@ -95,43 +97,43 @@ for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
       'exc_info', a[10])
     result(id, 2, ttl, a, 'exc_string')
     if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-    push(zadds, KEYS[base + 4], score(ttl), id)
+    push(zadds, K[base + 4], score(ttl), id)
     dependents[#dependents + 1] = key .. ':dependents'
   elseif outcome == 'retry' then
     local left, at, front = string.match(a[11], '^(%d+):([%d.]+):(%d)$')
     if tonumber(at) > 0 then
       redis.call('HSET', key, 'status', 'scheduled', 'retries_left', left, 'exc_info', a[10])
-      push(zadds, KEYS[base + 5], at, id)
+      push(zadds, K[base + 5], at, id)
     else
       redis.call('HSET', key, 'status', 'queued', 'retries_left', left, 'exc_info', a[10])
-      if front == '1' then redis.call('LPUSH', KEYS[base + 1], id)
-      else redis.call('RPUSH', KEYS[base + 1], id) end
+      if front == '1' then redis.call('LPUSH', K[base + 1], id)
+      else redis.call('RPUSH', K[base + 1], id) end
     end
   elseif outcome == 'preempted' then -- stopped under memory pressure: the front of its queue
     redis.call('HSET', key, 'status', 'queued')
     if a[11] ~= '' then redis.call('HSET', key, 'asched_checkpoint', a[11]) end
     redis.call('HINCRBY', key, 'asched_preemptions', 1)
-    redis.call('LPUSH', KEYS[base + 1], id)
+    redis.call('LPUSH', K[base + 1], id)
   elseif outcome == 'skipped' or outcome == 'shed' then -- not run, parked with the reason; RQ: canceled
     redis.call('HSET', key, 'status', 'canceled', 'ended_at', a[5], 'asched_outcome', outcome,
       'asched_reason', a[10], 'asched_level', a[11])
-    push(zadds, KEYS[base + 6], now, id)
+    push(zadds, K[base + 6], now, id)
     if outcome == 'shed' then
       redis.call('PERSIST', key)
-      push(zadds, KEYS[25], now, id)
+      push(zadds, K[25], now, id)
     else -- skipped: kept for the result ttl, then gone (hash and entry), so heartbeats cannot pile up
-      push(zadds, KEYS[26], now, id)
+      push(zadds, K[26], now, id)
       if ttl > 0 then
         redis.call('EXPIRE', key, ttl)
-        redis.call('ZREMRANGEBYSCORE', KEYS[26], '-inf', now - ttl)
+        redis.call('ZREMRANGEBYSCORE', K[26], '-inf', now - ttl)
       end
     end
   elseif outcome == 'deferred' then -- its task's circuit breaker is open: scheduled until it may run
     redis.call('HSET', key, 'status', 'scheduled', 'asched_reason', a[10])
-    push(zadds, KEYS[base + 5], a[11], id)
+    push(zadds, K[base + 5], a[11], id)
   else -- put_back: not run, or stopped part-way: the front of its queue
     redis.call('HSET', key, 'status', 'queued')
-    redis.call('LPUSH', KEYS[base + 1], id)
+    redis.call('LPUSH', K[base + 1], id)
   end
 end
 for key, list in pairs(zadds) do redis.call('ZADD', key, unpack(list)) end
@@ -154,7 +156,7 @@ local claimed = {}
 local emptied = {'0', '0', '0', '0'}
 for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
   if n <= 0 then break end
-  local ids = redis.pcall('LPOP', KEYS[PER * qi + 1], n)
+  local ids = redis.pcall('LPOP', K[PER * qi + 1], n)
   if type(ids) == 'table' and ids.err then -- the queue key is not a list: say so, serve the others
     emptied[qi + 1] = '2'
     ids = nil
@@ -191,7 +193,7 @@ for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
         for j = 3, #values do claimed[#claimed + 1] = values[j] or '' end
       end
     end
-    if #members > 0 then redis.call('ZADD', KEYS[PER * qi + 2], unpack(members)) end
+    if #members > 0 then redis.call('ZADD', K[PER * qi + 2], unpack(members)) end
     n = n - #ids
   end
 end
