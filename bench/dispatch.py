@@ -46,6 +46,7 @@ class SchedulerDriver(RqDriver):
         self.finished_key = FinishedJobRegistry(QUEUE, connection=r).key
         self.system = f"adaptive-scheduler {mode} x2"
         self.idle_procs = 3  # the daemon and its two slots
+        self.extra_after_drain = 1  # the P0 lane
 
     def commands(self) -> list[list[str]]:
         return [[sys.executable, "-m", "scheduler", "run"]]
