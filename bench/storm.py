@@ -46,8 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 V1 = Path("/sys/fs/cgroup/memory")
 TERMINAL = {"finished", "failed", "canceled"}
-ENQUEUE_MS: list[float] = []  # how long each P0 enqueue call took the producer (part of the wait)
-KEEP_LOGS: Path | None = None  # --keep-logs: copy each system's log there
 
 
 @dataclass
@@ -94,8 +92,9 @@ class Cgroup:
         self.path.rmdir()
 
 
-def workload(client: redis.Redis, storm: bool) -> dict[str, list[str]]:
-    """Enqueue the arrivals over ~15 s (blocking); returns the job ids per priority."""
+def workload(client: redis.Redis, storm: bool, enqueue_ms: list[float]) -> dict[str, list[str]]:
+    """Enqueue the arrivals over ~15 s (blocking); returns the job ids per priority. Appends to
+    `enqueue_ms` how long each P0 enqueue call took the producer (part of that job's wait)."""
     queues = {p: Queue(f"p{p}", connection=client, serializer=JSONSerializer) for p in range(4)}
     jobs: dict[str, list[str]] = {"P0": [], "P1": [], "P2": [], "P3": [], "heartbeat": []}
     if storm:
@@ -113,7 +112,7 @@ def workload(client: redis.Redis, storm: bool) -> dict[str, list[str]]:
             ]
         called = time.perf_counter()
         jobs["P0"].append(queues[0].enqueue("tasks.builtin.allocate", 20, 0.1).id)
-        ENQUEUE_MS.append((time.perf_counter() - called) * 1000)
+        enqueue_ms.append((time.perf_counter() - called) * 1000)
         if tick % 3 == 0:
             jobs["heartbeat"].append(queues[3].enqueue("tasks.builtin.heartbeat").id)
         time.sleep(0.15)
@@ -135,7 +134,13 @@ def all_ended(client: redis.Redis, jobs: dict[str, list[str]]) -> bool:
 
 
 def run_system(
-    name: str, command: list[list[str]], env: dict[str, str], limit: int, storm: bool, tmp: Path
+    name: str,
+    command: list[list[str]],
+    env: dict[str, str],
+    limit: int,
+    storm: bool,
+    tmp: Path,
+    keep_logs: Path | None,
 ) -> tuple[Run, redis.Redis, RedisServer]:
     server = RedisServer(tmp / f"redis-{name}", persistent=False).start()
     client = redis.Redis.from_url(server.url)
@@ -149,8 +154,7 @@ def run_system(
     try:
         time.sleep(2.0)  # consumers up
         sampler.start()
-        run.jobs = workload(client, storm)
-        run.enqueue_ms, ENQUEUE_MS[:] = list(ENQUEUE_MS), []
+        run.jobs = workload(client, storm, run.enqueue_ms)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not all_ended(client, run.jobs):
             time.sleep(0.5)
@@ -167,8 +171,8 @@ def run_system(
         run.oom_kills = cgroup.oom_kills()
         cgroup.remove()
         run.log = log.read_text(errors="replace")
-        if KEEP_LOGS:
-            (KEEP_LOGS / f"{name}.log").write_text(run.log)
+        if keep_logs:
+            (keep_logs / f"{name}.log").write_text(run.log)
     return run, client, server
 
 
@@ -310,8 +314,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-mib", type=int, default=400)
     parser.add_argument("--keep-logs", type=Path, help="copy each system's log into this folder")
     args = parser.parse_args(argv)
-    global KEEP_LOGS
-    KEEP_LOGS = args.keep_logs
     if os.geteuid() != 0 or not os.access(V1, os.W_OK):
         print("bench.storm needs root and a writable cgroup v1 memory controller", file=sys.stderr)
         return 2
@@ -337,16 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="asched-storm-") as tmp_name:
         tmp = Path(tmp_name)
-        base, client, server = run_system("baseline", ours_cmd, env, limit, False, tmp)
+        base, client, server = run_system("baseline", ours_cmd, env, limit, False, tmp, args.keep_logs)
         base_waits = [
             float(f["wait_s"]) for f in job_facts(client, base.jobs["P0"]) if f["wait_s"] is not None
         ]
         server.stop()
         baseline_p99 = p99(base_waits)
-        ours, client, server = run_system("adaptive-scheduler", ours_cmd, env, limit, True, tmp)
+        keep = args.keep_logs
+        ours, client, server = run_system("adaptive-scheduler", ours_cmd, env, limit, True, tmp, keep)
         rows.append(summarise("adaptive-scheduler x2", ours, client, baseline_p99))
         server.stop()
-        rq_run, client, server = run_system("rq", rq_cmd, env, limit, True, tmp)
+        rq_run, client, server = run_system("rq", rq_cmd, env, limit, True, tmp, args.keep_logs)
         rows.append(summarise("rq worker x2", rq_run, client, baseline_p99))
         server.stop()
         RESULTS.mkdir(exist_ok=True)

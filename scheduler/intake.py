@@ -113,16 +113,13 @@ class Intake:
             replies = pipe.execute(raise_on_error=False)
         n = len(self.queue_keys)
         (recovered, promoted), depth_replies = replies[3:5], replies[5 : 5 + n]
-        for reply in (*replies[:3], *replies[5 + n :]):
-            if isinstance(reply, Exception):
+        for reply in (*replies[:5], *replies[5 + n :]):  # a depth's error means "not a list": -1
+            if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
                 raise reply
         if isinstance(recovered, NoScriptError) or isinstance(promoted, NoScriptError):
             # Redis lost its scripts (a restart, SCRIPT FLUSH): the plain calls load them again
             recovered_ids, moved = self.recover(), self.promote_scheduled(now)
             return Chores(self.depths(), recovered_ids, moved)
-        for reply in (recovered, promoted):
-            if isinstance(reply, Exception):
-                raise reply
         return Chores(_depths(depth_replies), [raw.decode() for raw in recovered], int(promoted))
 
     def release_lease(self) -> None:

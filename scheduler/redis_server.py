@@ -88,12 +88,7 @@ class RedisServer:
         """Stop the server (it writes its append-only file first) and wait for it."""
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -117,3 +112,13 @@ class RedisServer:
         if len(str(path)) <= MAX_SOCKET_PATH:
             return path
         return Path(tempfile.mkdtemp(prefix="asched-")) / SOCKET_NAME
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGTERM (redis-server writes its append-only file first), then SIGKILL after `timeout_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

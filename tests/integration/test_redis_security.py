@@ -28,7 +28,7 @@ from redis.retry import Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler.redis_server import find_binary
+from scheduler.redis_server import find_binary, stop_process
 from tests.helpers import cli, queue, running_daemon, wait_until
 
 USER = "asched"
@@ -133,12 +133,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     try:
         yield server
     finally:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+        stop_process(server.process)
 
 
 @pytest.fixture()
