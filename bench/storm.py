@@ -1,21 +1,28 @@
 """Memory storm: a mixed P0-P3 workload asking about twice the memory budget, on adaptive-scheduler and
 on `rq worker` (2 processes), each inside the same cgroup memory limit, one after the other.
 
-Workload (15 s of arrivals): a P0 job every 0.15 s (20 MiB for 0.1 s; 100 of them, so that the p99
-wait is the 99th of 100 waits, not the largest of a handful), two P1 checkpointing sums, four P2 jobs
-of 300 MiB and two P3 jobs of 250 MiB allocated in ten steps (two of those at once are more than the
-400 MiB limit), and a heartbeat every 0.45 s. A baseline run of the P0 jobs and
-heartbeats alone gives the P0 wait without the storm.
+Workload (15 s of arrivals): a P0 job every 0.15 s (20 MiB for 0.1 s; 100 of them), two P1
+checkpointing sums, four P2 jobs of 300 MiB and two P3 jobs of 250 MiB allocated in ten steps (two of
+those at once are more than the 400 MiB limit), and a heartbeat every 0.45 s.
+
+The P0 wait (start minus enqueue) is compared with two runs without the storm, made in every round:
+- "ample memory": the same workload under a limit four times larger, so that no level is reached:
+  the same jobs competing for the same two cores, only the memory storm is gone. The issue's goal
+  ("P0 p99 wait versus the same workload without the storm") is judged against this one;
+- "P0 alone": the P0 jobs and heartbeats only, a stricter baseline that also removes the other jobs'
+  CPU.
+Each round runs the three (alone, ample, storm) back to back; the p99s are of the waits pooled over
+all rounds (300 waits for 3 rounds), so that one run's second-largest wait does not decide the ratio.
 
 Reported: peak pressure, OOM kills (the cgroup's oom_kill counter), jobs lost (not finished, failed,
-skipped or shed when the run ends), P0 completion and p99 wait (start minus enqueue) against the
-baseline, counts of skips, preemptions, resumes and sheds, the delay from a threshold crossing
-(first external sample at or above it) to the daemon's action (the preemption asked) and to its effect
-(the job checkpointed, its slot freed), and how long the producer's own P0 enqueue calls took.
-The pressure is sampled from outside every 100 ms the way the daemon computes it under a cgroup
-(usage minus inactive file cache, over the limit). Writes bench/results/storm.md and storm.png.
+skipped or shed when the run ends), P0 completion and waits, counts of skips, preemptions, resumes
+and sheds, the delay from a threshold crossing (first external sample at or above it) to the daemon's
+action (the preemption asked) and to its effect (the job checkpointed, its slot freed), and how long
+the producer's own P0 enqueue calls took. The pressure is sampled from outside every 100 ms the way
+the daemon computes it under a cgroup (usage minus inactive file cache, over the limit). Then the
+storm on `rq worker` x2, once. Writes bench/results/storm.md and storm.png (the last storm round).
 
-    python -m bench.storm [--limit-mib 400] [--keep-logs DIR]
+    python -m bench.storm [--limit-mib 400] [--rounds 3] [--keep-logs DIR]
     (root, with a writable cgroup v1 memory controller)
 """
 
@@ -92,21 +99,22 @@ class Cgroup:
         self.path.rmdir()
 
 
-def workload(client: redis.Redis, storm: bool, enqueue_ms: list[float]) -> dict[str, list[str]]:
-    """Enqueue the arrivals over ~15 s (blocking); returns the job ids per priority. Appends to
+def workload(client: redis.Redis, mixed: bool, enqueue_ms: list[float]) -> dict[str, list[str]]:
+    """Enqueue the arrivals over ~15 s (blocking), the P1-P3 jobs only if `mixed`; returns the job ids
+    per priority. Appends to
     `enqueue_ms` how long each P0 enqueue call took the producer (part of that job's wait)."""
     queues = {p: Queue(f"p{p}", connection=client, serializer=JSONSerializer) for p in range(4)}
     jobs: dict[str, list[str]] = {"P0": [], "P1": [], "P2": [], "P3": [], "heartbeat": []}
-    if storm:
+    if mixed:
         jobs["P1"] += [
             queues[1].enqueue("tasks.builtin.long_sum", 3_000_000, 100_000, 0.05).id for _ in range(2)
         ]
     for tick in range(100):  # 0.15 s apart: 15 s
-        if storm and tick == 13:
+        if mixed and tick == 13:
             jobs["P2"] += [
                 queues[2].enqueue("tasks.builtin.allocate_steps", 300, 10, 0.2).id for _ in range(4)
             ]
-        if storm and tick == 27:
+        if mixed and tick == 27:
             jobs["P3"] += [
                 queues[3].enqueue("tasks.builtin.allocate_steps", 250, 10, 0.2).id for _ in range(2)
             ]
@@ -138,15 +146,16 @@ def run_system(
     command: list[list[str]],
     env: dict[str, str],
     limit: int,
-    storm: bool,
+    mixed: bool,
     tmp: Path,
     keep_logs: Path | None,
 ) -> tuple[Run, redis.Redis, RedisServer]:
-    server = RedisServer(tmp / f"redis-{name}", persistent=False).start()
+    slug = name.replace(" ", "-")  # in paths: RQ's --url must not hold a space
+    server = RedisServer(tmp / f"redis-{slug}", persistent=False).start()
     client = redis.Redis.from_url(server.url)
     cgroup = Cgroup(limit)
     run = Run(name, started=time.time())
-    log = tmp / f"{name}.log"
+    log = tmp / f"{slug}.log"
     env = {**env, "ASCHED_REDIS_URL": server.url}
     processes = [cgroup.launch([c.replace("{URL}", server.url) for c in cmd], env, log) for cmd in command]
     stop = threading.Event()
@@ -154,7 +163,7 @@ def run_system(
     try:
         time.sleep(2.0)  # consumers up
         sampler.start()
-        run.jobs = workload(client, storm, run.enqueue_ms)
+        run.jobs = workload(client, mixed, run.enqueue_ms)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not all_ended(client, run.jobs):
             time.sleep(0.5)
@@ -172,7 +181,7 @@ def run_system(
         cgroup.remove()
         run.log = log.read_text(errors="replace")
         if keep_logs:
-            (keep_logs / f"{name}.log").write_text(run.log)
+            (keep_logs / f"{slug}.log").write_text(run.log)
     return run, client, server
 
 
@@ -283,36 +292,40 @@ def plot(run: Run, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def summarise(name: str, run: Run, client: redis.Redis, baseline_p99: float | None) -> dict[str, object]:
+def summarise(name: str, run: Run, client: redis.Redis) -> dict[str, object]:
+    """One row of the main table; `_waits` (P0 waits, ms) and `_enqueue_ms` are for pooling."""
     facts = {group: job_facts(client, ids) for group, ids in run.jobs.items()}
     everything = [f for group in facts.values() for f in group]
-    lost = sum(1 for f in everything if f["status"] not in TERMINAL)
     p0 = facts["P0"]
-    p0_waits = [float(f["wait_s"]) for f in p0 if f["wait_s"] is not None]  # type: ignore[arg-type]
+    waits = sorted(float(f["wait_s"]) * 1000 for f in p0 if f["wait_s"] is not None)  # type: ignore[arg-type]
     found = events(run)
     return {
-        "system": name,
+        "run": name,
         "peak pressure %": max(p for _, p in run.samples) if run.samples else 0.0,
         "OOM kills": run.oom_kills,
         "jobs": len(everything),
-        "lost": lost,
+        "lost": sum(1 for f in everything if f["status"] not in TERMINAL),
         "failed": sum(1 for f in everything if f["status"] == "failed"),
         "P0 done": f"{sum(1 for f in p0 if f['status'] == 'finished')}/{len(p0)}",
-        "P0 p50 wait ms": sorted(p0_waits)[len(p0_waits) // 2] * 1000 if p0_waits else 0.0,
-        "P0 p99 wait ms": (p99(p0_waits) or 0) * 1000,
-        "vs no storm": (p99(p0_waits) or 0) / baseline_p99 if baseline_p99 else None,
+        "P0 p50 wait ms": waits[len(waits) // 2] if waits else 0.0,
+        "P0 p99 wait ms": p99(waits) or 0.0,
         "skipped": sum(1 for f in everything if f["outcome"] == "skipped"),
         "shed": sum(1 for f in everything if f["outcome"] == "shed"),
         "preempted": sum(1 for _, kind, _ in found if kind == "preempted"),
-        "_p0_waits_ms": sorted(round(w * 1000, 1) for w in p0_waits)[-5:],
-        "_enqueue_ms": sorted(round(ms, 1) for ms in run.enqueue_ms)[-5:],
+        "_waits": waits,
+        "_enqueue_ms": run.enqueue_ms,
     }
+
+
+# (kind, workload has the P1-P3 jobs, cgroup limit as a multiple of --limit-mib)
+KINDS = (("P0 alone", False, 1), ("ample memory", True, 4), ("storm", True, 1))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__.splitlines()[0])
     parser.add_argument("--limit-mib", type=int, default=400)
-    parser.add_argument("--keep-logs", type=Path, help="copy each system's log into this folder")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (P0 alone, ample memory, storm)")
+    parser.add_argument("--keep-logs", type=Path, help="copy each run's log into this folder")
     args = parser.parse_args(argv)
     if os.geteuid() != 0 or not os.access(V1, os.W_OK):
         print("bench.storm needs root and a writable cgroup v1 memory controller", file=sys.stderr)
@@ -336,56 +349,76 @@ def main(argv: list[str] | None = None) -> int:
         ]
     ] * 2
     env = {**os.environ, "ASCHED_LOG_LEVEL": "INFO", "ASCHED_PRESSURE_HOLD_S": "1", "PYTHONPATH": str(ROOT)}
-    rows = []
+    rows: dict[str, list[dict[str, object]]] = {kind: [] for kind, _, _ in KINDS}
+    delays: dict[str, list[tuple[str, float]]] = {"preempt-asked": [], "preempted": []}
+    levels = {"HIGH": 85.0, "EMERGENCY": 95.0}
+    keep = args.keep_logs
     with tempfile.TemporaryDirectory(prefix="asched-storm-") as tmp_name:
         tmp = Path(tmp_name)
-        base, client, server = run_system("baseline", ours_cmd, env, limit, False, tmp, args.keep_logs)
-        base_waits = [
-            float(f["wait_s"]) for f in job_facts(client, base.jobs["P0"]) if f["wait_s"] is not None
-        ]
+        for round_no in range(1, args.rounds + 1):
+            for kind, mixed, times in KINDS:
+                name = f"{kind} {round_no}"
+                run, client, server = run_system(name, ours_cmd, env, limit * times, mixed, tmp, keep)
+                rows[kind].append(summarise(name, run, client))
+                server.stop()
+                print(f"{name}: P0 p99 {rows[kind][-1]['P0 p99 wait ms']:.1f} ms", flush=True)
+                if kind == "storm":
+                    last_storm = run
+                    for what in delays:
+                        delays[what] += action_delays(run, levels, what)
+        rq_run, client, server = run_system("rq storm", rq_cmd, env, limit, True, tmp, args.keep_logs)
+        rq_row = summarise("rq worker x2, storm", rq_run, client)
         server.stop()
-        baseline_p99 = p99(base_waits)
-        keep = args.keep_logs
-        ours, client, server = run_system("adaptive-scheduler", ours_cmd, env, limit, True, tmp, keep)
-        rows.append(summarise("adaptive-scheduler x2", ours, client, baseline_p99))
-        server.stop()
-        rq_run, client, server = run_system("rq", rq_cmd, env, limit, True, tmp, args.keep_logs)
-        rows.append(summarise("rq worker x2", rq_run, client, baseline_p99))
-        server.stop()
-        RESULTS.mkdir(exist_ok=True)
-        plot(ours, RESULTS / "storm.png")
-        levels = {"HIGH": 85.0, "EMERGENCY": 95.0}
-        delays = {kind: action_delays(ours, levels, kind) for kind in ("preempt-asked", "preempted")}
-    report(rows, delays, baseline_p99, args.limit_mib, sorted(round(ms, 1) for ms in base.enqueue_ms)[-5:])
+    RESULTS.mkdir(exist_ok=True)
+    plot(last_storm, RESULTS / "storm.png")
+    report(rows, rq_row, delays, args.limit_mib)
     return 0
 
 
+def pooled(rows: list[dict[str, object]]) -> list[float]:
+    return sorted(w for row in rows for w in row["_waits"])  # type: ignore[attr-defined]
+
+
 def report(
-    rows: list[dict[str, object]],
+    rows: dict[str, list[dict[str, object]]],
+    rq_row: dict[str, object],
     delays: dict[str, list[tuple[str, float]]],
-    baseline_p99: float | None,
     limit_mib: int,
-    baseline_calls: list[float],
 ) -> None:
-    head = [key for key in rows[0] if not key.startswith("_")]
+    table = [*(r for kind, _, _ in KINDS for r in rows[kind]), rq_row]
+    head = [key for key in table[0] if not key.startswith("_")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        values = [row[key] for key in head]
-        cells = [f"{v:.1f}" if isinstance(v, float) else ("-" if v is None else str(v)) for v in values]
+    for row in table:
+        cells = [f"{v:.1f}" if isinstance(v, float) else str(v) for v in (row[key] for key in head)]
         lines.append("| " + " | ".join(cells) + " |")
-    waits = "; ".join(f"{row['system']}: {row['_p0_waits_ms']}" for row in rows)
-    calls = "; ".join(f"{row['system']}: {row['_enqueue_ms']}" for row in rows)
+    waits = {kind: pooled(rows[kind]) for kind, _, _ in KINDS}
+    storm_p99 = p99(waits["storm"]) or 0.0
+    lines += [
+        "",
+        "| P0 waits, all rounds | waits | p50 ms | p99 ms | storm p99 / this p99 | five longest ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, _, times in KINDS:
+        pool = waits[kind]
+        if not pool:
+            continue
+        label = f"{kind} ({limit_mib * times} MiB)"
+        ratio = storm_p99 / (p99(pool) or 1.0)
+        longest = [round(w, 1) for w in pool[-5:]]
+        median = pool[len(pool) // 2]
+        lines.append(f"| {label} | {len(pool)} | {median:.2f} | {p99(pool):.2f} | {ratio:.2f}x | {longest} |")
+    calls = {kind: sorted(ms for r in rows[kind] for ms in r["_enqueue_ms"]) for kind, _, _ in KINDS}  # type: ignore[attr-defined]
     asked, freed = (
         ", ".join(f"{level} {ms:.0f} ms ({ms / 100:.1f} samples)" for level, ms in delays[kind]) or "none"
         for kind in ("preempt-asked", "preempted")
     )
     text = "\n".join(lines) + (
-        f"\n\ncgroup v1 limit {limit_mib} MiB; P0 p99 wait without the storm: "
-        f"{(baseline_p99 or 0) * 1000:.1f} ms. Threshold crossing (outside sample) to the preemption "
-        f"asked (the daemon's action): {asked}; to the job checkpointed and its slot freed (the job "
-        f"checkpoints every 0.2 s here): {freed}. The five longest P0 waits, ms: {waits}. The five "
-        f"longest P0 enqueue calls (the producer's own part of each wait), ms: baseline: {baseline_calls}; "
-        f"{calls}."
+        f"\n\ncgroup v1 limit {limit_mib} MiB (ample memory: {4 * limit_mib} MiB). Threshold crossing "
+        f"(outside sample) to the preemption asked (the daemon's action), every storm round: {asked}; to "
+        f"the job checkpointed and its slot freed (the job checkpoints every 0.2 s here): {freed}. The "
+        "producer's own P0 enqueue calls (part of each wait), p50 / longest ms: "
+        + "; ".join(f"{kind}: {c[len(c) // 2]:.1f} / {c[-1]:.1f}" for kind, c in calls.items() if c)
+        + "."
     )
     print(text)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

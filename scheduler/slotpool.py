@@ -210,7 +210,8 @@ class SlotPool:
 
     def _new_slot(self, index: int) -> Slot:
         one_job = self.settings.slot_mode == "fresh"
-        slot = Slot(index, self.settings.serializer, one_job, self.settings.sample_interval_s)
+        nice = 0 if index >= self.settings.slots else self.settings.slot_nice  # the P0 lane: not niced
+        slot = Slot(index, self.settings.serializer, one_job, self.settings.sample_interval_s, nice)
         message_fd, exit_fd = slot.fds
         self._poller.add(message_fd, lambda: self._on_message(slot))
         self._poller.add(exit_fd, lambda: self._on_exit(slot))

@@ -49,7 +49,9 @@ class Running:
 class Slot:
     """One slot process and the job it runs (at most one)."""
 
-    def __init__(self, index: int, serializer: str, one_job: bool, heap_interval_s: float = 0.1) -> None:
+    def __init__(
+        self, index: int, serializer: str, one_job: bool, heap_interval_s: float = 0.1, nice: int = 0
+    ) -> None:
         self.index = index
         self.running: Running | None = None
         self.started_mono = time.monotonic()
@@ -58,7 +60,7 @@ class Slot:
         self.exitcode: int | None = None
         self.conn, child_conn = Channel.pair()
         self.heap = HeapCell()  # the slot writes its malloc reading here (scheduler.heap)
-        self.pid = _fork_slot(child_conn, serializer, one_job, self.heap, heap_interval_s)
+        self.pid = _fork_slot(child_conn, serializer, one_job, self.heap, heap_interval_s, nice)
         child_conn.close()
         self.pidfd = os.pidfd_open(self.pid)
 
@@ -164,8 +166,11 @@ class Slot:
             os.close(self.pidfd)
 
 
-def _fork_slot(conn: Channel, serializer: str, one_job: bool, heap: HeapCell, heap_interval_s: float) -> int:
-    """Fork a slot process running `slot_main.serve` on `conn`; returns its pid (in the daemon)."""
+def _fork_slot(
+    conn: Channel, serializer: str, one_job: bool, heap: HeapCell, heap_interval_s: float, nice: int
+) -> int:
+    """Fork a slot process running `slot_main.serve` on `conn`, `nice` steps below the daemon's CPU
+    priority; returns its pid (in the daemon)."""
     pid = os.fork()
     if pid:
         return pid
@@ -174,6 +179,8 @@ def _fork_slot(conn: Channel, serializer: str, one_job: bool, heap: HeapCell, he
         keep = conn.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        if nice:
+            os.nice(nice)
         slot_main.serve(conn, serializer, one_job, heap, heap_interval_s)
     except BaseException:  # the slot must never return into the daemon's code
         code = 70

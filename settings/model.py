@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         gt=0,
         description="The P0 lane closes after this long without a P0 job, once a slot is free.",
     )
+    slot_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Slots (the P0 lane excepted) run this many nice steps below the daemon, so that "
+        "jobs busy on every core do not delay the daemon's reactions and P0 starts. 0: same as the daemon.",
+    )
     slot_mode: Literal["pool", "fresh"] = Field(
         default="pool",
         description="pool: long-lived slot processes; fresh: a new process per job (full isolation).",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
 import redis
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
@@ -210,11 +211,16 @@ def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
     # Given both slots busy with long jobs that can neither checkpoint nor restart, and P3 jobs waiting
     blockers = [queue(client, 3).enqueue("tasks.builtin.sleep", 4) for _ in range(2)]
     waiting = [queue(client, 3).enqueue("tasks.builtin.add", i, 1) for i in range(3)]
-    with running_daemon(redis_url, env={"ASCHED_P0_LANE_IDLE_S": "1"}) as daemon:
+    env = {"ASCHED_P0_LANE_IDLE_S": "1", "ASCHED_SLOT_NICE": "5"}
+    with running_daemon(redis_url, env=env) as daemon:
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.STARTED for j in blockers))
         # the lane is opened ahead, before any P0 job comes: a third slot process is there
         wait_until(lambda: "P0 lane opened: every slot is busy" in daemon.output())
         wait_until(lambda: len(children(daemon.process.pid)) == 3)
+        # the two slots run 5 nice steps below the daemon; the lane, for P0 jobs, does not
+        slots = sorted(children(daemon.process.pid), key=lambda pid: psutil.Process(pid).create_time())
+        daemon_nice = psutil.Process(daemon.process.pid).nice()
+        assert [psutil.Process(pid).nice() - daemon_nice for pid in slots] == [5, 5, 0]
         # When P0 jobs arrive
         urgent = [queue(client, 0).enqueue("tasks.builtin.add", i, 100) for i in range(3)]
         # Then they run in the P0 lane within milliseconds, while the P3 jobs keep waiting for a slot
