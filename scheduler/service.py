@@ -7,6 +7,7 @@ jobs that did not finish go back to the front of their queues: delivery is at-le
 
 from __future__ import annotations
 
+import faulthandler
 import random
 import signal
 import time
@@ -34,7 +35,7 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
         logger.info("no ASCHED_REDIS_URL: started embedded redis-server at {}", url)
     try:
         daemon = Daemon(settings, url, notifier=notifier)
-        _install_signal_handlers(daemon)
+        signals = _note_signals()
         daemon.startup()
         demo_ids = []
         if demo:
@@ -42,7 +43,7 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
 
             demo_ids = enqueue_demo(daemon.client, settings)
         try:
-            _loop(daemon, until_idle, demo_ids)
+            _loop(daemon, until_idle, demo_ids, signals)
         except Exception:  # a bug escaped a tick: say so loudly, stop cleanly, exit for a restart
             logger.opt(exception=True).critical("the daemon loop failed; stopping (exit code 70)")
             return EXIT_SOFTWARE
@@ -60,8 +61,9 @@ def backoff_s(attempt: int, base_s: float = 0.1, cap_s: float = 5.0) -> float:
     return random.uniform(0, min(cap_s, base_s * 2**attempt))
 
 
-def _tick(daemon: Daemon, outage: list[int]) -> bool:
+def _tick(daemon: Daemon, outage: list[int], signals: list[int]) -> bool:
     """One tick; a Redis outage is logged once, waited out with backoff, and does not stop the daemon."""
+    _act_on_signals(daemon, signals)
     try:
         done = daemon.tick()
         if outage[0]:
@@ -80,10 +82,10 @@ def _tick(daemon: Daemon, outage: list[int]) -> bool:
     return done
 
 
-def _loop(daemon: Daemon, until_idle: bool, demo_ids: list[str]) -> None:
+def _loop(daemon: Daemon, until_idle: bool, demo_ids: list[str], signals: list[int]) -> None:
     stop_deadline: float | None = None
     outage = [0]
-    while not _tick(daemon, outage):
+    while not _tick(daemon, outage, signals):
         if demo_ids and daemon.is_idle():
             demo_ids = _report_demo(daemon, demo_ids)
         if until_idle and not daemon.stop_requested and daemon.is_idle():
@@ -107,11 +109,27 @@ def _report_demo(daemon: Daemon, ids: list[str]) -> list[str]:
     return []
 
 
-def _install_signal_handlers(daemon: Daemon) -> None:
+def _note_signals() -> list[int]:
+    """Have SIGTERM and SIGINT noted in the returned list, for the loop to act on (`_act_on_signals`).
+
+    The handler does nothing else: it runs between any two bytecodes of the loop, possibly inside a
+    log call (loguru's lock held: logging again would deadlock) or halfway through a message to a
+    slot. It interrupts the loop's poll, which resumes for at most one tick (0.1 s)."""
+    received: list[int] = []
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <pid>`: where is it stuck?
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        how = "at once" if daemon.stop_requested else "after running jobs finish"
-        logger.info("{} received: stopping {}", signal.Signals(signum).name, how)
-        daemon.request_stop()
+        received.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    return received
+
+
+def _act_on_signals(daemon: Daemon, received: list[int]) -> None:
+    """First signal: stop after running jobs finish; a second: stop at once (see `request_stop`)."""
+    while received:
+        signum = received.pop(0)
+        how = "at once" if daemon.stop_requested else "after running jobs finish"
+        logger.info("{} received: stopping {}", signal.Signals(signum).name, how)
+        daemon.request_stop()

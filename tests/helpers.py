@@ -118,8 +118,13 @@ class DaemonProcess:
         try:
             return self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR2)  # the daemon dumps its threads' stacks (faulthandler)
+            time.sleep(0.5)
             self.kill()
-            raise
+            raise AssertionError(
+                f"the daemon did not stop within {timeout_s:g} s of SIGTERM; its log, ending with its "
+                f"stack:\n{self.output()[-12000:]}"
+            ) from None
 
     def kill(self) -> None:
         """SIGKILL the daemon alone, as a crash would (its slots die with it, by PDEATHSIG)."""
