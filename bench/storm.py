@@ -327,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (P0 alone, ample memory, storm)")
     parser.add_argument("--keep-logs", type=Path, help="copy each run's log into this folder")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if os.geteuid() != 0 or not os.access(V1, os.W_OK):
         print("bench.storm needs root and a writable cgroup v1 memory controller", file=sys.stderr)
         return 2
@@ -366,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                     last_storm = run
                     for what in delays:
                         delays[what] += action_delays(run, levels, what)
-        rq_run, client, server = run_system("rq storm", rq_cmd, env, limit, True, tmp, args.keep_logs)
+        rq_run, client, server = run_system("rq storm", rq_cmd, env, limit, True, tmp, keep)
         rq_row = summarise("rq worker x2, storm", rq_run, client)
         server.stop()
     RESULTS.mkdir(exist_ok=True)

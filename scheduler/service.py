@@ -113,10 +113,11 @@ def _note_signals() -> list[int]:
     """Have SIGTERM and SIGINT noted in the returned list, for the loop to act on (`_act_on_signals`).
 
     The handler does nothing else: it runs between any two bytecodes of the loop, possibly inside a
-    log call (loguru's lock held: logging again would deadlock) or halfway through a message to a
-    slot. It interrupts the loop's poll, which resumes for at most one tick (0.1 s)."""
+    log call (loguru's lock held: it refuses a nested call, and that log line is lost) or halfway
+    through a message to a slot. It interrupts the loop's poll, which resumes for at most one tick
+    (0.1 s). SIGUSR2 makes Python print every thread's stack to stderr (the log): where is it stuck?"""
     received: list[int] = []
-    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <pid>`: where is it stuck?
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
