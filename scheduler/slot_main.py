@@ -11,6 +11,7 @@ so orphaned grandchildren are found too).
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import ctypes
 import importlib
@@ -48,9 +49,7 @@ def serve(
     """Run calls from `conn` until told to stop (or after one call when `one_job`)."""
     os.setpgrp()
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the daemon's handlers were inherited by the fork
-    signal.signal(signal.SIGUSR1, sdk.request_preemption)
+    _own_signals()  # the daemon's handlers were inherited by the fork
     dumps = _pickle_dumps if serializer == "pickle" else _json_dumps
     send = conn.send
 
@@ -60,6 +59,7 @@ def serve(
     while (message := conn.receive()) is not None:
         outcome = run(message, dumps, send)
         _end_leftovers()
+        _own_signals()
         send(outcome)
         if one_job:
             break
@@ -89,6 +89,22 @@ def run(
         reason = f"the return value of {func_path} cannot be serialized: {exc}"
         return job_id, "error", reason, started_at, time.time()
     return job_id, "ok", payload, started_at, time.time()
+
+
+# The slot's own dispositions. A job may change them (a library installing a SIGUSR1 handler, say);
+# the next job in the slot must still checkpoint when the daemon signals it.
+SLOT_SIGNALS = (
+    (signal.SIGINT, _signal.SIG_IGN),  # Ctrl-C reaches the daemon, which decides
+    (signal.SIGTERM, _signal.SIG_DFL),
+    (signal.SIGUSR1, sdk.request_preemption),
+)
+
+
+def _own_signals() -> None:
+    """Set the slot's dispositions where they differ (a check costs ~20 ns; `signal.signal`, µs)."""
+    for signum, handler in SLOT_SIGNALS:
+        if _signal.getsignal(signum) != handler:
+            signal.signal(signum, handler)
 
 
 def _die_with_parent() -> None:

@@ -238,6 +238,13 @@ def ignore_sigterm(seconds: float) -> float:
     return seconds
 
 
+@task()
+def ignore_preemption_signal() -> None:
+    """Sets SIGUSR1 (the daemon's "checkpoint now" signal) to be ignored, and returns: a job that
+    leaves its own signal handling behind in a pool slot."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 @task(timeout=1.0)
 def bounded_sleep(seconds: float) -> float:
     """Sleeps `seconds`; its task timeout (1 s) applies when the job sets no job_timeout."""

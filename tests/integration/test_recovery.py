@@ -95,6 +95,29 @@ def test_a_stop_checkpoints_a_preemptible_job_which_resumes_after_a_restart(
     assert long_job.return_value(refresh=True) == {"total": sum(range(1_000_000)), "runs": 2}
 
 
+def test_a_job_that_ignored_the_checkpoint_signal_does_not_stop_the_next_job_from_checkpointing(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given one slot, where a job set SIGUSR1 (the daemon's "checkpoint now") to be ignored and ended
+    ignorer = queue(client, 2).enqueue("tasks.builtin.ignore_preemption_signal")
+    env = {"ASCHED_SLOTS": "1", "ASCHED_P0_LANE": "false"}
+    with running_daemon(redis_url, env=env) as daemon:
+        wait_until(lambda: statuses(client, [ignorer.id]) == [JobStatus.FINISHED])
+        # and then a long checkpointing job runs in the same slot process
+        long_job = queue(client, 2).enqueue("tasks.builtin.long_sum", 1_000_000, 20_000, 0.1)
+        wait_until(lambda: statuses(client, [long_job.id]) == [JobStatus.STARTED])
+        time.sleep(0.3)
+        # When the daemon is stopped
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        stop_s = time.monotonic() - started
+        # Then the job checkpointed when asked, rather than being killed after the 2 s grace period
+        assert "preempted (checkpointed)" in daemon.output(), daemon.output()[-3000:]
+    assert stop_s < 1.5, stop_s
+    assert statuses(client, [long_job.id]) == [JobStatus.QUEUED]
+    assert client.hget(long_job.key, "asched_checkpoint")
+
+
 def test_a_redis_outage_is_waited_out_and_no_job_is_lost(tmp_path: Path) -> None:
     # Given a daemon working through jobs on its own (persistent) Redis
     server = RedisServer(tmp_path, persistent=True).start()
