@@ -109,6 +109,7 @@ class Daemon:
         self._pending: list[Settlement] = []
         self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
         self._arrived: set[int] = set()  # ... of those, the ones the waker saw get a job since
+        self._unread: list[int] = []  # ... whose waker reply is not read yet (after the claim is sent)
         self._unsure = False  # an exchange's reply was lost: reconcile claims at the next one
         self._in_flight: InFlight | None = None
         self._next_housekeeping = 0.0
@@ -170,11 +171,14 @@ class Daemon:
         """One turn of the loop; returns True once the daemon may shut down."""
         self._poller.wait(FLUSH_S if self._pending else min(TICK_S, self.governor.interval_s))
         now, now_mono = time.time(), time.monotonic()
+        # claim and hand over first: a job that just arrived should not wait for a memory reading (the
+        # claim admits queues by the last reading, at most one governor interval old)
+        self._exchange(now)
+        self._read_arrivals()
         self.notifier.tick(now_mono)
         if self.governor.due(now_mono):
             self._govern(now_mono)
         self.pool.reap_timeouts(now_mono)
-        self._exchange(now)
         if self._next_periodic is not None and now >= self._next_periodic and not self.stop_requested:
             assert self.periodic is not None
             self.periodic.fire_due(now, self.governor.level)
@@ -219,11 +223,18 @@ class Daemon:
     # --- events ----------------------------------------------------------------------------------
 
     def _on_arrival(self, index: int, fd: int) -> None:
+        """Note it; the reply itself is read once the claim for the new job has been sent."""
         self._poller.remove(fd)
-        self._waker.answer(index)
         self._arrived.add(index)
+        self._unread.append(index)
+
+    def _read_arrivals(self) -> None:
+        for index in self._unread:
+            self._waker.answer(index)
+        self._unread.clear()
 
     def _arm(self, index: int) -> None:
+        self._read_arrivals()  # a queue is re-armed only after its last answer was read
         fd = self._waker.arm(index)
         if fd is not None:
             self._poller.add(fd, lambda: self._on_arrival(index, fd))
@@ -342,13 +353,13 @@ class Daemon:
         if self._unsure:  # after the push: the jobs this reply claimed are held, not lost
             self._reconcile()
         self._note_missing(claim.missing)
+        self._feed_slots(time.time(), time.monotonic())  # first: re-arming the waker can wait a moment
         if flight.want:
             self._arrived -= flight.arrived
             self._empty = claim.emptied | claim.broken  # a broken queue is not claimed from until fixed
             self._broken_queues(claim.broken)
             for index in claim.emptied:
                 self._arm(index)
-        self._feed_slots(time.time(), time.monotonic())
 
     def _finish_in_flight(self) -> None:
         """Wait for the reply of the exchange in flight, if any (at stop)."""
