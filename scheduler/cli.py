@@ -11,10 +11,9 @@ from pathlib import Path
 import redis
 
 from scheduler import logs
-from scheduler.errors import SchedulerError, UsageError
+from scheduler.errors import UsageError
+from scheduler.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reporting_failures
 from settings import Settings, SettingsError, load_settings
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,17 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"adaptive-scheduler: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logs.setup(settings.log_level, settings.log_json)
-    try:
-        return int(args.handler(settings, args))
-    except UsageError as exc:
-        print(f"adaptive-scheduler: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SchedulerError as exc:
-        print(f"adaptive-scheduler: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except (ConnectionError, redis.ConnectionError, redis.TimeoutError) as exc:
-        print(f"adaptive-scheduler: cannot reach Redis: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    return reporting_failures(lambda: args.handler(settings, args))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,9 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from scheduler.service import serve
+    from scheduler.daemon_main import exec_daemon
 
-    return serve(settings, demo=args.demo, until_idle=args.until_idle)
+    exec_daemon(settings, demo=args.demo, until_idle=args.until_idle)
 
 
 def _enqueue(settings: Settings, args: argparse.Namespace) -> int:

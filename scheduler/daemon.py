@@ -16,6 +16,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import redis
 from loguru import logger
@@ -49,7 +50,9 @@ from scheduler.slotpool import SlotPool, log_failure
 from scheduler.slots import Running, Slot
 from scheduler.status import DaemonStatus, gauges, publish, status_line
 from scheduler.waker import Waker
-from settings import Settings
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 TICK_S = 0.1
 FLUSH_S = 0.002  # a settled job reaches Redis at most this late (or when a batch fills)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import redis
 from loguru import logger
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from settings import Settings
+if TYPE_CHECKING:
+    from settings import Settings
+
 
 DEMO = (
     (3, "tasks.builtin.heartbeat", ()),

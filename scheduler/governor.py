@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from scheduler.monitor import MemorySample, Monitor
 from scheduler.pressure import Level, State, Thresholds, classify
-from settings import Settings
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 MIB = 2**20
 

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
 import redis
 from loguru import logger
@@ -23,7 +24,9 @@ from scheduler.model import ClaimedJob, Outcome, Priority, Settlement
 from scheduler.payload import FIELDS
 from scheduler.rqtime import rq_timestamp
 from scheduler.scriptline import ScriptLine
-from settings import Settings
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 LEASE_SLACK_S = 60  # RQ's own cleanup must not fail our running jobs: keep their score in the future
 CLAIM_STRIDE = 3 + len(FIELDS)

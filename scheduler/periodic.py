@@ -29,10 +29,11 @@ from scheduler.keys import OURS
 from scheduler.metrics import Metrics
 from scheduler.model import Priority
 from scheduler.pressure import Level
-from settings import PeriodicJob
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
+
+    from settings import PeriodicJob
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_DEDUP_TTL_S = 60

@@ -12,6 +12,7 @@ import random
 import signal
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import redis
 from loguru import logger
@@ -19,7 +20,9 @@ from loguru import logger
 from scheduler.daemon import Daemon
 from scheduler.notify import Notifier
 from scheduler.redis_server import RedisServer
-from settings import Settings
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: systemd's Restart=on-failure brings the daemon back
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -16,7 +17,9 @@ from scheduler.events import Poller
 from scheduler.model import Settlement
 from scheduler.monitor import Monitor
 from scheduler.slots import Running, Slot
-from settings import Settings
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 
 class SlotPool:

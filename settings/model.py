@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from settings.snapshot import RedisUrlText
+
 ENV_PREFIX = "ASCHED_"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -50,7 +52,7 @@ class PeriodicJob(BaseModel):
         return self
 
 
-class Settings(BaseSettings):
+class Settings(RedisUrlText, BaseSettings):
     """All settings of one daemon. Immutable once loaded."""
 
     model_config = SettingsConfigDict(
@@ -229,7 +231,3 @@ class Settings(BaseSettings):
                 f"high_percent={levels[1]}, emergency_percent={levels[2]}"
             )
         return self
-
-    def redis_url_text(self) -> str | None:
-        """The Redis URL with its secret, for connecting; never log this."""
-        return self.redis_url.get_secret_value() if self.redis_url else None

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from settings import SettingsError, load_settings
+from settings.snapshot import freeze
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_need_no_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -97,3 +103,47 @@ def test_the_readme_configuration_table_matches_the_model() -> None:
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert replace_in(readme) == readme, "README.md is stale: run `python -m settings.table`"
+
+
+def test_the_frozen_snapshot_the_daemon_runs_on_holds_the_same_values_and_no_pydantic(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(
+        redis_url="redis://user:hunter2@localhost:6379/0",
+        memory_budget="1GiB",
+        periodic=[{"name": "beat", "task": "heartbeat", "every_s": 5, "kwargs": {"n": [1, 2]}}],
+    )
+    frozen = freeze(settings)
+    for name in type(settings).model_fields:
+        value, copy = getattr(settings, name), getattr(frozen, name)
+        if name == "redis_url":
+            assert (
+                copy.get_secret_value() == value.get_secret_value() == "redis://user:hunter2@localhost:6379/0"
+            )
+        elif name == "periodic":
+            assert [vars(job) for job in copy] == [job.model_dump() for job in value]
+        else:
+            assert copy == value and type(copy).__module__.partition(".")[0] != "pydantic", name
+    assert frozen.memory_budget == 1 << 30 and type(frozen.memory_budget) is int  # ByteSize, unwrapped
+    assert frozen.redis_url_text() == settings.redis_url_text()
+    assert "hunter2" not in repr(frozen)
+    with pytest.raises(AttributeError, match="read-only"):
+        frozen.slots = 3
+    # what the daemon process does with it: unpickle, without pydantic ever being imported
+    check = (
+        "import pickle, sys; s = pickle.loads(sys.stdin.buffer.read()); "
+        "assert 'pydantic' not in sys.modules, sorted(m for m in sys.modules if 'pydantic' in m); "
+        "print(s.periodic[0].kwargs, s.memory_budget, s.redis_url_text())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], input=pickle.dumps(frozen), capture_output=True, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == [
+        "{'n':",
+        "[1,",
+        "2]}",
+        str(1 << 30),
+        "redis://user:hunter2@localhost:6379/0",
+    ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import psutil
 import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -115,3 +117,19 @@ def test_an_unreachable_redis_gets_one_line_not_a_traceback(tmp_path: Path) -> N
     result = cli("run", env={"ASCHED_REDIS_URL": f"unix://{tmp_path}/nothing.sock"})
     assert result.returncode == 1
     assert "cannot reach Redis" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_execs_a_daemon_without_pydantic_or_the_settings_descriptor(redis_url: str) -> None:
+    with running_daemon(redis_url) as daemon:
+        process = psutil.Process(daemon.process.pid)  # the pid the user started: the exec keeps it
+        assert "scheduler.daemon_main" in process.cmdline()
+        wait_until(lambda: len(process.children()) == 2)
+        for proc in (process, *process.children()):
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+            assert "pydantic" not in maps, f"pid {proc.pid} maps pydantic"
+            links = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
+            assert not [link for link in links if "adaptive-scheduler-settings" in link], links
+        job_id = cli("enqueue", "add", "[2, 3]", env={"ASCHED_REDIS_URL": redis_url}).stdout.strip()
+        job = Job.fetch(job_id, connection=daemon.client, serializer=JSONSerializer)
+        wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED)
+        assert job.return_value() == 5
