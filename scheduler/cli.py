@@ -7,13 +7,16 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import redis
-
-from scheduler import logs
 from scheduler.errors import UsageError
 from scheduler.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reporting_failures
-from settings import Settings, SettingsError, load_settings
+from settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    import redis
+
+    from settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"adaptive-scheduler: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logs.setup(settings.log_level, settings.log_json)
+    if args.handler is not _run:  # the daemon sets up its own logging, after the exec (loguru: ~60 ms)
+        from scheduler import logs
+
+        logs.setup(settings.log_level, settings.log_json)
     return reporting_failures(lambda: args.handler(settings, args))
 
 
@@ -79,6 +85,8 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _client(settings: Settings) -> redis.Redis:
+    import redis
+
     from scheduler.producer import resolve_redis_url
 
     return redis.Redis.from_url(resolve_redis_url(settings), socket_timeout=10)

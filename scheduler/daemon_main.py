@@ -14,7 +14,6 @@ import pickle
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
-from scheduler import logs
 from scheduler.exits import reporting_failures
 from settings.snapshot import freeze
 
@@ -42,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with os.fdopen(args.settings_fd, "rb") as file:  # closed here: neither slots nor jobs inherit it
         settings = pickle.load(file)
+    from scheduler import logs  # here: the launcher imports this module too, and never logs
+    from scheduler.service import serve
+
     logs.setup(settings.log_level, settings.log_json)
-    from scheduler.service import serve  # after the logger is set up, like the launcher
 
     return reporting_failures(lambda: serve(settings, demo=args.demo, until_idle=args.until_idle))
 
