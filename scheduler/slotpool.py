@@ -58,9 +58,9 @@ class SlotPool:
     # --- the P0 lane: one more slot, for P0 jobs only, open while P0 jobs keep finding every slot busy
 
     def is_lane(self, slot: Slot) -> bool:
-        return self._lane_index(slot.index)
+        return self._is_lane_index(slot.index)
 
-    def _lane_index(self, index: int) -> bool:
+    def _is_lane_index(self, index: int) -> bool:
         """The lane's place is after the `settings.slots` regular slots."""
         return index >= self.settings.slots
 
@@ -217,7 +217,7 @@ class SlotPool:
 
     def _new_slot(self, index: int) -> Slot:
         one_job = self.settings.slot_mode == "fresh"
-        nice = 0 if self._lane_index(index) else self.settings.slot_nice  # the P0 lane: not niced
+        nice = 0 if self._is_lane_index(index) else self.settings.slot_nice  # the P0 lane: not niced
         slot = Slot(index, self.settings.serializer, one_job, self.settings.sample_interval_s, nice)
         message_fd, exit_fd = slot.fds
         self._poller.add(message_fd, lambda: self._on_message(slot))

@@ -46,9 +46,6 @@ class Snapshot(RedisUrlText):
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"settings are read-only (tried to set {name!r})")
 
-    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling: __setattr__ refuses
-        self.__dict__.update(state)
-
     def __repr__(self) -> str:
         return f"Snapshot({self.__dict__!r})"
 
