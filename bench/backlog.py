@@ -27,6 +27,7 @@ from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from scheduler.redis_server import RedisServer
+from tests.helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 2**20
@@ -37,7 +38,9 @@ def enqueue(client: redis.Redis, n: int) -> float:
     queue = Queue("p3", connection=client, serializer=JSONSerializer)
     started = time.monotonic()
     for start in range(0, n, 2000):
-        queue.enqueue_many([queue.prepare_data("tasks.builtin.noop") for _ in range(min(2000, n - start))])
+        queue.enqueue_many(
+            [queue.prepare_data("tests.fixtures.jobs.noop") for _ in range(min(2000, n - start))]
+        )
     return time.monotonic() - started
 
 
@@ -47,7 +50,7 @@ def measure(n: int, sample_s: float, tmp: Path) -> dict[str, float]:
     daemon = None
     try:
         enqueue_s = enqueue(client, n)
-        env = {**os.environ, "ASCHED_REDIS_URL": server.url, "ASCHED_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "ASCHED_REDIS_URL": server.url, "ASCHED_LOG_LEVEL": "WARNING", **FIXTURES}
         daemon = subprocess.Popen([sys.executable, "-m", "scheduler", "run"], cwd=ROOT, env=env)
         time.sleep(2.0)  # warm-up: slots up, first batches drained
         finished = FinishedJobRegistry("p3", connection=client)

@@ -42,6 +42,7 @@ from rq.serializers import JSONSerializer
 
 from scheduler.metrics import expand_prefix
 from scheduler.redis_server import RedisServer
+from tests.helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -206,20 +207,20 @@ def workload(client: redis.Redis, seconds: float, down: Path) -> int:
 
     def long_sum(priority: int, share: float) -> None:  # about `share` of the run: 200k per 55 ms
         queues[priority].enqueue(
-            "tasks.builtin.long_sum", int(share * seconds / 0.055) * 200_000, 200_000, 0.05
+            "tests.fixtures.jobs.long_sum", int(share * seconds / 0.055) * 200_000, 200_000, 0.05
         )
 
     def burst() -> None:
         for i in range(10):
-            queues[2 + i % 2].enqueue("tasks.builtin.sleep", 0.3, meta={"deadline": time.time()})
+            queues[2 + i % 2].enqueue("tests.fixtures.jobs.sleep", 0.3, meta={"deadline": time.time()})
 
     events = [
         (0.05, lambda: long_sum(3, 0.5)),
         (0.20, lambda: long_sum(2, 0.25)),
-        (0.30, lambda: queues[1].enqueue("tasks.builtin.allocate", 200, 0.12 * seconds)),
+        (0.30, lambda: queues[1].enqueue("tests.fixtures.jobs.allocate", 200, 0.12 * seconds)),
         (0.57, burst),
         (0.58, lambda: long_sum(1, 0.15)),
-        (0.60, lambda: queues[0].enqueue("tasks.builtin.allocate", 250, 0.08 * seconds)),
+        (0.60, lambda: queues[0].enqueue("tests.fixtures.jobs.allocate", 250, 0.08 * seconds)),
     ]
     down.touch()
     count, next_flaky, started = 0, 1.0, time.monotonic()
@@ -227,11 +228,11 @@ def workload(client: redis.Redis, seconds: float, down: Path) -> int:
         while events and events[0][0] * seconds <= elapsed:
             events.pop(0)[1]()
         priority = rng.choices(range(4), weights=(1, 3, 3, 2))[0]
-        queues[priority].enqueue("tasks.builtin.sleep", rng.uniform(0.01, 0.3))
+        queues[priority].enqueue("tests.fixtures.jobs.sleep", rng.uniform(0.01, 0.3))
         if rng.random() < 0.15:
-            queues[rng.choice((1, 3))].enqueue("tasks.builtin.heartbeat", ttl=30)
+            queues[rng.choice((1, 3))].enqueue("tests.fixtures.jobs.heartbeat", ttl=30)
         if elapsed >= next_flaky:
-            queues[2].enqueue("tasks.builtin.fail_while", str(down), retry=Retry(max=1))
+            queues[2].enqueue("tests.fixtures.jobs.fail_while", str(down), retry=Retry(max=1))
             next_flaky += 3.0
         if elapsed >= 0.4 * seconds and down.exists():
             down.unlink()
@@ -249,6 +250,7 @@ def run_daemon(directory: Path, statsd_port: int, seconds: float) -> str:
         "ASCHED_STATSD_URL": f"udp://127.0.0.1:{statsd_port}",
         "ASCHED_STATSD_PREFIX": PREFIX + ".{host}",
         "ASCHED_SLOTS": "3",
+        **FIXTURES,
         "ASCHED_MEMORY_BUDGET": "300MB",
         "ASCHED_PRESSURE_HOLD_S": "1",
         "ASCHED_BREAKER_COOLDOWN_S": "5",

@@ -41,6 +41,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from scheduler.redis_server import RedisServer
+from tests.helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -112,17 +113,17 @@ class Load:
 
 # (every s, priority, task, args, options)
 STEADY: list[tuple[float, int, str, tuple[Any, ...], dict[str, Any]]] = [
-    (0.5, 0, "tasks.builtin.add", (1, 1), {}),
-    (1.0, 1, "tasks.builtin.sleep", (0.05,), {}),
-    (3.0, 1, "tasks.builtin.long_sum", (400_000, 20_000, 0.02), {}),
-    (1.0, 2, "tasks.builtin.allocate_steps", (30, 5, 0.05), {}),
-    (2.0, 2, "tasks.builtin.allocate", (20, 0.2), {"deadline_in_s": 5}),
-    (0.5, 3, "tasks.builtin.heartbeat", (), {}),
-    (2.0, 3, "tasks.builtin.noop", (), {}),
+    (0.5, 0, "tests.fixtures.jobs.add", (1, 1), {}),
+    (1.0, 1, "tests.fixtures.jobs.sleep", (0.05,), {}),
+    (3.0, 1, "tests.fixtures.jobs.long_sum", (400_000, 20_000, 0.02), {}),
+    (1.0, 2, "tests.fixtures.jobs.allocate_steps", (30, 5, 0.05), {}),
+    (2.0, 2, "tests.fixtures.jobs.allocate", (20, 0.2), {"deadline_in_s": 5}),
+    (0.5, 3, "tests.fixtures.jobs.heartbeat", (), {}),
+    (2.0, 3, "tests.fixtures.jobs.noop", (), {}),
 ]
 SPIKES = [
-    (0, "tasks.builtin.allocate", (230, 2.0)),  # P0 holding 230 MiB: past 95 %, EMERGENCY
-    (1, "tasks.builtin.allocate", (200, 2.0)),  # P1 holding 200 MiB: past 85 %, HIGH
+    (0, "tests.fixtures.jobs.allocate", (230, 2.0)),  # P0 holding 230 MiB: past 95 %, EMERGENCY
+    (1, "tests.fixtures.jobs.allocate", (200, 2.0)),  # P1 holding 200 MiB: past 85 %, HIGH
 ]
 
 
@@ -324,6 +325,7 @@ def _run(config: Config, redis_url: str, work: Path) -> dict[str, Any]:
         "ASCHED_PRESSURE_HOLD_S": "1",
         "ASCHED_PREEMPT_GRACE_S": "1",
         "ASCHED_LOG_LEVEL": "INFO",
+        **FIXTURES,
         "ASCHED_DEFAULT_RESULT_TTL_S": str(result_ttl_s(config)),  # skipped jobs: readable at the end
         "ASCHED_BREAKER_COOLDOWN_S": "5",  # allocate fails under EMERGENCY; its breaker opens, briefly
         "ASCHED_PERIODIC": json.dumps([{"name": "beat", "task": "heartbeat", "every_s": 2}]),

@@ -48,6 +48,7 @@ from rq.serializers import JSONSerializer
 
 from scheduler.monitor import parse_stat
 from scheduler.redis_server import RedisServer
+from tests.helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -107,22 +108,22 @@ def workload(client: redis.Redis, mixed: bool, enqueue_ms: list[float]) -> dict[
     jobs: dict[str, list[str]] = {"P0": [], "P1": [], "P2": [], "P3": [], "heartbeat": []}
     if mixed:
         jobs["P1"] += [
-            queues[1].enqueue("tasks.builtin.long_sum", 3_000_000, 100_000, 0.05).id for _ in range(2)
+            queues[1].enqueue("tests.fixtures.jobs.long_sum", 3_000_000, 100_000, 0.05).id for _ in range(2)
         ]
     for tick in range(100):  # 0.15 s apart: 15 s
         if mixed and tick == 13:
             jobs["P2"] += [
-                queues[2].enqueue("tasks.builtin.allocate_steps", 300, 10, 0.2).id for _ in range(4)
+                queues[2].enqueue("tests.fixtures.jobs.allocate_steps", 300, 10, 0.2).id for _ in range(4)
             ]
         if mixed and tick == 27:
             jobs["P3"] += [
-                queues[3].enqueue("tasks.builtin.allocate_steps", 250, 10, 0.2).id for _ in range(2)
+                queues[3].enqueue("tests.fixtures.jobs.allocate_steps", 250, 10, 0.2).id for _ in range(2)
             ]
         called = time.perf_counter()
-        jobs["P0"].append(queues[0].enqueue("tasks.builtin.allocate", 20, 0.1).id)
+        jobs["P0"].append(queues[0].enqueue("tests.fixtures.jobs.allocate", 20, 0.1).id)
         enqueue_ms.append((time.perf_counter() - called) * 1000)
         if tick % 3 == 0:
-            jobs["heartbeat"].append(queues[3].enqueue("tasks.builtin.heartbeat").id)
+            jobs["heartbeat"].append(queues[3].enqueue("tests.fixtures.jobs.heartbeat").id)
         time.sleep(0.15)
     return jobs
 
@@ -350,7 +351,13 @@ def main(argv: list[str] | None = None) -> int:
             "p3",
         ]
     ] * 2
-    env = {**os.environ, "ASCHED_LOG_LEVEL": "INFO", "ASCHED_PRESSURE_HOLD_S": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "ASCHED_LOG_LEVEL": "INFO",
+        "ASCHED_PRESSURE_HOLD_S": "1",
+        "PYTHONPATH": str(ROOT),
+        **FIXTURES,
+    }
     rows: dict[str, list[dict[str, object]]] = {kind: [] for kind, _, _ in KINDS}
     delays: dict[str, list[tuple[str, float]]] = {"preempt-asked": [], "preempted": []}
     levels = {"HIGH": 85.0, "EMERGENCY": 95.0}

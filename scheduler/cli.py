@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler.daemon_main import exec_daemon
 
+    if args.demo:  # the demo's own tasks are allowlisted for this run only
+        from tasks.registry import DEMO_MODULE
+
+        modules = (*settings.allowed_modules, DEMO_MODULE)
+        settings = settings.model_copy(update={"allowed_modules": modules})
     exec_daemon(settings, demo=args.demo, until_idle=args.until_idle)
 
 

@@ -15,16 +15,16 @@ if TYPE_CHECKING:
 
 
 DEMO = (
-    (3, "tasks.builtin.heartbeat", ()),
-    (2, "tasks.builtin.sleep", (0.2,)),
-    (2, "tasks.builtin.add", (2, 3)),
-    (1, "tasks.builtin.spin", (0.1,)),
-    (1, "tasks.builtin.echo", ({"hello": "world"},)),
-    (0, "tasks.builtin.add", (40, 2)),
-    (2, "tasks.builtin.fail", ("a demo job that fails on purpose",)),
+    (3, "tasks.demo.heartbeat", ()),
+    (2, "tasks.demo.sleep", (0.2,)),
+    (2, "tasks.demo.add", (2, 3)),
+    (1, "tasks.demo.spin", (0.1,)),
+    (1, "tasks.demo.echo", ({"hello": "world"},)),
+    (0, "tasks.demo.add", (40, 2)),
+    (2, "tasks.demo.fail", ("a demo job that fails on purpose",)),
     (3, "os.system", ("echo this never runs",)),
-    (0, "tasks.builtin.exit_process", (3,)),
-    (1, "tasks.builtin.sleep", (0.1,)),
+    (0, "tasks.demo.exit_process", (3,)),
+    (1, "tasks.demo.sleep", (0.1,)),
 )
 
 

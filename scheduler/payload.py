@@ -17,7 +17,7 @@ from typing import Any
 
 from scheduler.errors import PayloadError, TaskNotAllowed
 from scheduler.model import Call, JobOptions
-from tasks.registry import describe_allowed, imported_from_elsewhere, is_allowed
+from tasks.registry import describe_allowed, is_allowed, not_defined_there
 
 # Fields read from the job hash at claim time, in this order: the claim script always returns
 # `timeout` first, then the fields it was asked for (FIELDS[1:]).
@@ -95,11 +95,8 @@ def _check_allowed(func_path: str, allowed_modules: tuple[str, ...]) -> None:
     if not is_allowed(func_path, allowed_modules):
         allowed = describe_allowed(allowed_modules)
         raise TaskNotAllowed(f"task {func_path!r} is not allowed (allowed: {allowed})")
-    if (origin := imported_from_elsewhere(func_path)) is not None:
-        raise TaskNotAllowed(
-            f"task {func_path!r} is not allowed: it is {origin}, imported into an allowed module, not "
-            "defined there"
-        )
+    if (why := not_defined_there(func_path)) is not None:
+        raise TaskNotAllowed(f"task {func_path!r} is not allowed: {why}")
     # remembered only once the module is imported: before that, where the function is from is unknown
     if len(_ALLOWED) < _ALLOWED_MAX and func_path.rpartition(".")[0] in sys.modules:
         _ALLOWED.add((func_path, allowed_modules))

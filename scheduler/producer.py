@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ def enqueue(
     Raises:
         UsageError: unknown task or priority, or arguments that are not JSON.
     """
+    import_allowed_modules(settings.allowed_modules)
     info = tasks.lookup(task)
     func_path = info.path if info else task
     if not tasks.is_allowed(func_path, settings.allowed_modules):
@@ -62,6 +64,19 @@ def enqueue(
     timeout = timeout_s or (info.timeout_s if info else None)  # RQ writes its queue default otherwise
     job = queue.enqueue_call(func_path, args=args, kwargs=kwargs, timeout=timeout)
     return str(job.id)
+
+
+def import_allowed_modules(modules: tuple[str, ...]) -> None:
+    """Import the operator's job modules, so their `@task` names, priorities and timeouts are known.
+
+    Raises:
+        UsageError: a module cannot be imported.
+    """
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UsageError(f"allowed module {module!r} cannot be imported: {exc}") from None
 
 
 def _json(text: str, kind: type, what: str) -> Any:

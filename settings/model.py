@@ -108,7 +108,8 @@ class Settings(RedisUrlText, BaseSettings):
     )
     allowed_modules: tuple[str, ...] = Field(
         default=(),
-        description="Modules whose functions may run, besides the built-in `tasks` registry.",
+        description='Modules whose functions producers may run (e.g. ["myapp.jobs"]). Nothing else runs: '
+        "empty by default. Standard-library modules (os, subprocess, builtins, ...) are refused.",
     )
     default_job_timeout_s: float = Field(
         default=180.0, gt=0, description="Timeout of a job that sets none (RQ's default is 180 s)."
@@ -214,6 +215,16 @@ class Settings(RedisUrlText, BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError(f"periodic job names must be unique: {names}")
         return jobs
+
+    @field_validator("allowed_modules")
+    @classmethod
+    def _only_job_modules(cls, modules: tuple[str, ...]) -> tuple[str, ...]:
+        from tasks.registry import refused_module_reason
+
+        for module in modules:
+            if (reason := refused_module_reason(module)) is not None:
+                raise ValueError(reason)
+        return modules
 
     @field_validator("queues")
     @classmethod

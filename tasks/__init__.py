@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tasks import builtin
 from tasks.registry import TaskInfo, describe_allowed, is_allowed, lookup, registered_paths, task
 from tasks.sdk import JobContext, Preempted, context
 
@@ -10,7 +9,6 @@ __all__ = [
     "JobContext",
     "Preempted",
     "TaskInfo",
-    "builtin",
     "context",
     "describe_allowed",
     "is_allowed",

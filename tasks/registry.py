@@ -1,8 +1,9 @@
-"""The explicit task registry: the allowlist of functions the daemon may run.
+"""The allowlist of functions the daemon may run, and the `@task` registry of names and options.
 
-A job names its function by dotted path (RQ's ``func_name``). Only paths registered here with `@task`,
-or functions of modules the operator lists in ``allowed_modules``, are ever imported or run; the daemon
-never imports a dotted path read from Redis before checking it against this allowlist.
+A job names its function by dotted path (RQ's ``func_name``). Only functions defined in modules the
+operator lists in ``allowed_modules`` are ever imported or run (nothing by default); the daemon never
+imports a dotted path read from Redis before checking it against that list. `@task` gives a function
+a short name and options (heartbeat, preemptible, priority, ...), never permission to run.
 """
 
 from __future__ import annotations
@@ -79,35 +80,69 @@ def registered_paths() -> tuple[str, ...]:
 
 
 def is_allowed(func_path: str, allowed_modules: tuple[str, ...]) -> bool:
-    """True when `func_path` is a registered task or a function of an allowed module."""
-    if func_path in _BY_PATH:
-        return True
+    """True when `func_path` names a function of a module the operator listed in `allowed_modules`.
+
+    Only the operator's list counts: a `@task` of a module outside it is not allowed, even when some
+    allowed module imported it (registration gives a task its name and options, never permission).
+    """
     module, _, attribute = func_path.rpartition(".")
     return bool(module) and module in allowed_modules and attribute.isidentifier()
 
 
-def imported_from_elsewhere(func_path: str) -> str | None:
-    """For a function of an allowed module: where it is really defined, when that is outside the module.
+def not_defined_there(func_path: str) -> str | None:
+    """For a function of an allowed module: why it is not a function that module defines, or None.
 
-    `allowed_modules = ["myapp.jobs"]` allows what myapp.jobs defines (and its submodules), not what it
-    imported: `myapp.jobs.system` after `from os import system` is os.system. Only modules already
-    imported are looked at (the daemon imports the allowed modules at start-up); None otherwise.
+    `allowed_modules = ["myapp.jobs"]` allows what myapp.jobs defines, not what it imported:
+    `myapp.jobs.system` after `from os import system` is os.system, and `myapp.jobs.os` is a module.
+    Only modules already imported are looked at (the daemon imports the allowed modules at start-up);
+    None otherwise.
     """
     module_name, _, attribute = func_path.rpartition(".")
     module = sys.modules.get(module_name)
-    if module is None or func_path in _BY_PATH:
+    if module is None:
         return None
-    defined_in = getattr(getattr(module, attribute, None), "__module__", None)
-    if (
-        not isinstance(defined_in, str)
-        or defined_in == module_name
-        or defined_in.startswith(module_name + ".")
-    ):
-        return None
-    return f"{defined_in}.{attribute}"
+    value = getattr(module, attribute, None)
+    if not callable(value):
+        return f"{module_name} defines no function {attribute!r}"
+    defined_in = getattr(value, "__module__", None)
+    if isinstance(defined_in, str) and defined_in != module_name:
+        return f"it is {defined_in}.{attribute}, imported into an allowed module, not defined there"
+    return None
+
+
+# What a refused module's reason names: the standard library's ways to run code or programs.
+_RUNS_PROGRAMS = "builtins.eval, os.system, subprocess.run, pty.spawn, importlib.import_module, ctypes"
+# The daemon's own packages: their functions stop, fork and configure the daemon, not user work.
+_OWN_PACKAGES = frozenset({"scheduler", "settings", "tasks"})
+DEMO_MODULE = "tasks.demo"
+
+
+def refused_module_reason(module: str) -> str | None:
+    """Why `module` may not be listed in ``allowed_modules`` (one line), or None if it may.
+
+    Every module of Python's standard library is refused, not only the ones that obviously run
+    programs: a producer can reach eval, exec, fork or a shell through far more of it than a list
+    could keep up with, and no job of a user's application is a standard-library function. The
+    daemon's own packages are refused too (their functions stop and configure the daemon), except
+    the demo's tasks.
+    """
+    top = module.partition(".")[0]
+    if not all(part.isidentifier() for part in module.split(".")):
+        return f"{module!r} is not a module name (dotted Python identifiers, e.g. 'myapp.jobs')"
+    if top in sys.stdlib_module_names:
+        return (
+            f"{module!r} is part of Python's standard library, which runs code and programs for whoever "
+            f"names it ({_RUNS_PROGRAMS}): list your application's own job modules only"
+        )
+    if top in _OWN_PACKAGES and module != DEMO_MODULE:
+        return (
+            f"{module!r} is adaptive-scheduler's own code, not a job module: list your application's modules"
+        )
+    return None
 
 
 def describe_allowed(allowed_modules: tuple[str, ...]) -> str:
     """A short list of what is allowed, for error messages."""
-    modules = [f"{module}.*" for module in allowed_modules]
-    return ", ".join([*registered_paths(), *modules])
+    if not allowed_modules:
+        return "nothing; list your job modules in allowed_modules"
+    return f"functions of {', '.join(allowed_modules)}"

@@ -21,6 +21,8 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 ROOT = Path(__file__).resolve().parent.parent
+# What test daemons may run: the job functions of tests/fixtures/jobs.py (nothing is allowed by default).
+FIXTURES = {"ASCHED_ALLOWED_MODULES": '["tests.fixtures.jobs"]'}
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.02) -> Any:
@@ -89,7 +91,13 @@ class DaemonProcess:
         args: tuple[str, ...] = (),
         cgroup_procs: Path | None = None,
     ) -> None:
-        full_env = {**os.environ, "ASCHED_REDIS_URL": redis_url, "ASCHED_LOG_LEVEL": "DEBUG", **(env or {})}
+        full_env = {
+            **os.environ,
+            "ASCHED_REDIS_URL": redis_url,
+            "ASCHED_LOG_LEVEL": "DEBUG",
+            **FIXTURES,
+            **(env or {}),
+        }
         self.log = LogFile()
         command = [sys.executable, "-m", "scheduler", "run", *args]
         if cgroup_procs is not None:  # join the cgroup first, then become the daemon

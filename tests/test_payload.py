@@ -15,6 +15,7 @@ from scheduler.model import JobOptions
 from scheduler.payload import decode_call, decode_options, retry_interval_s
 from tasks import is_allowed
 
+JOBS = ("tests.fixtures.jobs",)
 DEFAULTS = JobOptions(timeout_s=180, result_ttl_s=500, failure_ttl_s=1000)
 
 
@@ -24,8 +25,8 @@ def rq_data(func: str, args: list[object] | None = None, kwargs: dict[str, objec
 
 
 def test_an_allowlisted_call_decodes_to_its_arguments() -> None:
-    call = decode_call(rq_data("tasks.builtin.add", [1, 2], {"x": 3}), "json", ())
-    assert (call.func_path, call.args, call.kwargs) == ("tasks.builtin.add", (1, 2), {"x": 3})
+    call = decode_call(rq_data("tests.fixtures.jobs.add", [1, 2], {"x": 3}), "json", JOBS)
+    assert (call.func_path, call.args, call.kwargs) == ("tests.fixtures.jobs.add", (1, 2), {"x": 3})
 
 
 def test_a_function_of_an_allowed_module_is_accepted() -> None:
@@ -33,11 +34,11 @@ def test_a_function_of_an_allowed_module_is_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    "func", ["os.system", "builtins.eval", "tasks.builtin", "myapp.jobs.x.y", "subprocess.run"]
+    "func", ["os.system", "builtins.eval", "tests.fixtures.jobs", "myapp.jobs.x.y", "subprocess.run"]
 )
 def test_anything_else_is_not_allowed_and_the_message_lists_what_is(func: str) -> None:
     with pytest.raises(
-        TaskNotAllowed, match=rf"task '{func}' is not allowed \(allowed: tasks.builtin.add, .*myapp.jobs.\*\)"
+        TaskNotAllowed, match=rf"task '{func}' is not allowed \(allowed: functions of myapp.jobs\)$"
     ):
         decode_call(rq_data(func), "json", ("myapp.jobs",))
 
@@ -47,17 +48,22 @@ def test_anything_else_is_not_allowed_and_the_message_lists_what_is(func: str) -
     [
         (None, "no payload"),
         (b"", "no payload"),
-        (zlib.compress(pickle.dumps(("tasks.builtin.add", None, (), {}))), "payload is pickle"),
+        (zlib.compress(pickle.dumps(("tests.fixtures.jobs.add", None, (), {}))), "payload is pickle"),
         (b"\xff\xfe garbage", "not valid JSON"),
         (zlib.compress(b'{"a": 1}'), "not RQ's"),
         (zlib.compress(b"[1, null, [], {}]"), "names no function"),
-        (zlib.compress(b'["tasks.builtin.add", {"self": 1}, [], {}]'), "instance methods"),
-        (zlib.compress(b'["tasks.builtin.add", null, {}, []]'), "args must be a list"),
+        (zlib.compress(b'["tests.fixtures.jobs.add", {"self": 1}, [], {}]'), "instance methods"),
+        (zlib.compress(b'["tests.fixtures.jobs.add", null, {}, []]'), "args must be a list"),
     ],
 )
 def test_malformed_payloads_raise_a_payload_error_that_says_why(data: bytes | None, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
-        decode_call(data, "json", ())
+        decode_call(data, "json", JOBS)
+
+
+def test_nothing_runs_when_the_operator_allowed_nothing() -> None:
+    with pytest.raises(TaskNotAllowed, match=r"allowed: nothing; list your job modules in allowed_modules"):
+        decode_call(rq_data("tests.fixtures.jobs.add", [1, 2]), "json", ())
 
 
 def test_a_zip_bomb_is_refused_without_expanding_it() -> None:

@@ -27,11 +27,13 @@ def nested(depth: int) -> object:
 
 
 def call(args: list[object], kwargs: dict[str, object] | None = None) -> bytes:
-    return zlib.compress(json.dumps(["tasks.builtin.echo", None, args, kwargs or {}]).encode())
+    return zlib.compress(json.dumps(["tests.fixtures.jobs.echo", None, args, kwargs or {}]).encode())
 
 
 def test_arguments_nested_up_to_the_limit_are_accepted() -> None:
-    assert decode_call(call([nested(MAX_NESTING)]), "json", ()).args == (nested(MAX_NESTING),)
+    assert decode_call(call([nested(MAX_NESTING)]), "json", ("tests.fixtures.jobs",)).args == (
+        nested(MAX_NESTING),
+    )
 
 
 @pytest.mark.parametrize("where", ["args", "kwargs"])
@@ -39,18 +41,18 @@ def test_an_argument_nested_past_the_limit_is_refused_by_name(where: str) -> Non
     deep = nested(MAX_NESTING + 1)
     data = call([deep]) if where == "args" else call([], {"value": deep})
     with pytest.raises(PayloadError, match=f"an argument nests deeper than {MAX_NESTING} levels"):
-        decode_call(data, "json", ())
+        decode_call(data, "json", ("tests.fixtures.jobs",))
 
 
 def test_json_too_deep_for_the_decoder_is_a_payload_error() -> None:
     with pytest.raises(PayloadError, match="not valid JSON: it nests too deep to decode"):
-        decode_call(b"[" * 100_000 + b"]" * 100_000, "json", ())
+        decode_call(b"[" * 100_000 + b"]" * 100_000, "json", ("tests.fixtures.jobs",))
 
 
 def test_an_integer_past_pythons_digit_limit_is_a_payload_error() -> None:
-    data = b'["tasks.builtin.add", null, [' + b"9" * 5000 + b", 1], {}]"
+    data = b'["tests.fixtures.jobs.add", null, [' + b"9" * 5000 + b", 1], {}]"
     with pytest.raises(PayloadError, match="not valid JSON: Exceeds the limit"):
-        decode_call(data, "json", ())
+        decode_call(data, "json", ("tests.fixtures.jobs",))
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,11 @@ def test_the_config_path_can_come_from_the_environment(
         ),
         ({"queues": ["a", "a", "b", "c"]}, "must be four distinct"),
         ({"colour": "blue"}, "unknown setting 'colour'"),
+        ({"allowed_modules": ["myapp.jobs", "builtins"]}, "'builtins' is part of Python's standard library"),
+        ({"allowed_modules": ["os"]}, "'os' is part of Python's standard library, which runs code"),
+        ({"allowed_modules": ["os.path"]}, "'os.path' is part of Python's standard library"),
+        ({"allowed_modules": ["scheduler.cli"]}, "'scheduler.cli' is adaptive-scheduler's own code"),
+        ({"allowed_modules": ["myapp/jobs"]}, "'myapp/jobs' is not a module name"),
     ],
 )
 def test_a_wrong_value_gives_one_line_naming_setting_value_and_rule(
@@ -147,3 +152,42 @@ def test_the_frozen_snapshot_the_daemon_runs_on_holds_the_same_values_and_no_pyd
         str(1 << 30),
         "redis://user:hunter2@localhost:6379/0",
     ]
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "builtins",
+        "os",
+        "posix",
+        "subprocess",
+        "pty",
+        "shutil",
+        "importlib",
+        "importlib.util",
+        "runpy",
+        "code",
+        "codeop",
+        "ctypes",
+        "sys",
+        "multiprocessing",
+        "pickle",
+        "marshal",
+        "webbrowser",
+        "pdb",
+    ],
+)
+def test_no_standard_library_module_may_be_allowed(
+    module: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match="standard library"):
+        load_settings(allowed_modules=[module])
+
+
+def test_the_operators_own_modules_and_the_demo_may_be_allowed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    modules = ("myapp.jobs", "tests.fixtures.jobs", "tasks.demo")
+    assert load_settings(allowed_modules=list(modules)).allowed_modules == modules

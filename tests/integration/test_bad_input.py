@@ -59,13 +59,18 @@ PAYLOAD = (
     r"job has no payload|payload is not valid JSON|payload is not RQ's|payload names no function"
     r"|payload is pickle but the daemon accepts JSON|payload is \d+ bytes, above the limit"
     r"|payload expands past the limit|instance methods are not supported|args must be a list"
-    r"|is not allowed \(allowed: tasks\.builtin\.|nests deeper than"
+    r"|is not allowed \(allowed: functions of |nests deeper than"
 )
 OPTION = r"malformed RQ option|RQ option '\w+' is not supported|checkpoint|exceeded its timeout"
 RAISED = r"TypeError|RuntimeError|ValueError|OverflowError"  # an allowlisted task called with odd args
 CLEAR = f"{PAYLOAD}|{OPTION}|{RAISED}"
 RQ_ID = re.compile(rb"[A-Za-z0-9_-]+")  # rq.job.JOB_ID_PATTERN
-ALLOWED = ("tasks.builtin.noop", "tasks.builtin.add", "tasks.builtin.echo", "tasks.builtin.fail")
+ALLOWED = (
+    "tests.fixtures.jobs.noop",
+    "tests.fixtures.jobs.add",
+    "tests.fixtures.jobs.echo",
+    "tests.fixtures.jobs.fail",
+)
 
 
 @dataclass
@@ -105,7 +110,9 @@ def rq_payload(
 
 def _rq_template() -> dict[str, bytes]:
     """The fields RQ's `Job.to_dict()` writes for a queued job (no connection is opened)."""
-    job = Job.create("tasks.builtin.noop", connection=redis.Redis(), serializer=JSONSerializer, origin="p1")
+    job = Job.create(
+        "tests.fixtures.jobs.noop", connection=redis.Redis(), serializer=JSONSerializer, origin="p1"
+    )
     fields = {
         k: v if isinstance(v, bytes) else str(getattr(v, "value", v)).encode()
         for k, v in job.to_dict().items()
@@ -263,7 +270,7 @@ OPTION_FIELDS = (
 
 @st.composite
 def wrong_field_types(draw: st.DrawFn) -> Case:
-    func = draw(st.sampled_from(["tasks.builtin.noop", "tasks.builtin.fail"]))
+    func = draw(st.sampled_from(["tests.fixtures.jobs.noop", "tests.fixtures.jobs.fail"]))
     fields = rq_hash(rq_payload(func))
     names = draw(st.lists(st.sampled_from(OPTION_FIELDS), min_size=1, max_size=4, unique=True))
     for name in names:
@@ -291,7 +298,7 @@ def _int_or_none(value: bytes) -> int | None:
 
 @st.composite
 def missing_fields(draw: st.DrawFn) -> Case:
-    func = draw(st.sampled_from(["tasks.builtin.noop", "tasks.builtin.add"]))
+    func = draw(st.sampled_from(["tests.fixtures.jobs.noop", "tests.fixtures.jobs.add"]))
     args = [1, 2] if func.endswith("add") else []
     fields = rq_hash(rq_payload(func, args=args))
     for name in draw(st.lists(st.sampled_from(sorted(fields)), min_size=1, unique=True)):
@@ -313,13 +320,13 @@ def invalid_utf8(draw: st.DrawFn) -> Case:
     where = draw(st.sampled_from(["arg", "func", "kwarg", "field"]))
     q = draw(queues)
     if where == "field":
-        fields = rq_hash(rq_payload("tasks.builtin.noop"))
+        fields = rq_hash(rq_payload("tests.fixtures.jobs.noop"))
         fields[draw(st.sampled_from(OPTION_FIELDS))] = b"1" + bad
         return Case("invalid UTF-8", q, fields, ends=frozenset({"finished", "failed"}), reason=OPTION)
     texts = {
-        "arg": b'["tasks.builtin.echo", null, ["' + bad + b'"], {}]',
-        "func": b'["tasks.builtin.' + bad + b'", null, [], {}]',
-        "kwarg": b'["tasks.builtin.echo", null, [], {"' + bad + b'": 1}]',
+        "arg": b'["tests.fixtures.jobs.echo", null, ["' + bad + b'"], {}]',
+        "func": b'["tests.fixtures.jobs.' + bad + b'", null, [], {}]',
+        "kwarg": b'["tests.fixtures.jobs.echo", null, [], {"' + bad + b'": 1}]',
     }
     data = zlib.compress(texts[where]) if draw(compress) else texts[where]
     if bad == SURROGATE:  # json.loads decodes bytes with "surrogatepass": a lone surrogate, not an error
@@ -342,7 +349,7 @@ def huge_argument(draw: st.DrawFn) -> Case:
         data = b'["' + func.encode() + b'", null, [' + digits + b"], {}]"
         return Case("huge argument", draw(queues), rq_hash(zlib.compress(data)), reason=PAYLOAD)
     case = Case("huge argument", draw(queues), rq_hash(rq_payload(func, args=[arg], compress=draw(compress))))
-    if func == "tasks.builtin.echo":
+    if func == "tests.fixtures.jobs.echo":
         case.ends, case.result = frozenset({"finished"}), arg
     else:
         case.reason = RAISED
@@ -355,7 +362,7 @@ def deep_nesting(draw: st.DrawFn) -> Case:
     where = draw(st.sampled_from(["payload", "args", "kwargs", "checkpoint", "meta", "retry_intervals"]))
     q = draw(queues)
     if where in ("checkpoint", "meta", "retry_intervals"):
-        fields = rq_hash(rq_payload("tasks.builtin.noop"))
+        fields = rq_hash(rq_payload("tests.fixtures.jobs.noop"))
         text = b"[" * depth + b"]" * depth
         name = {"checkpoint": "asched_checkpoint"}.get(where, where)
         fields[name] = b'{"v": 1, "state": ' + text + b"}" if where == "checkpoint" else text
@@ -364,9 +371,9 @@ def deep_nesting(draw: st.DrawFn) -> Case:
     if where == "payload":
         raw = inner
     elif where == "args":
-        raw = b'["tasks.builtin.echo", null, [' + inner + b"], {}]"
+        raw = b'["tests.fixtures.jobs.echo", null, [' + inner + b"], {}]"
     else:
-        raw = b'["tasks.builtin.echo", null, [], {"value": ' + inner + b"}]"
+        raw = b'["tests.fixtures.jobs.echo", null, [], {"value": ' + inner + b"}]"
     ends = frozenset({"failed"}) if depth > 100 else frozenset({"finished"})
     result = NOT_THERE if depth > 100 or where == "payload" else nested(depth - 1, [])
     if where == "payload":
@@ -380,20 +387,20 @@ def unknown_function(draw: st.DrawFn) -> Case:
         st.text(max_size=40)
         | st.sampled_from(
             [
-                "tasks.builtin.nope",
-                "tasks.builtin",
-                "tasks.builtin.add.__globals__",
-                "tasks.builtin.os.system",
+                "tests.fixtures.jobs.nope",
+                "tests.fixtures.jobs",
+                "tests.fixtures.jobs.add.__globals__",
+                "tests.fixtures.jobs.os.system",
                 "tasks.registry.task",
                 "tasks.sdk.context",
                 "add",
-                "tasks.builtin.add ",
-                " tasks.builtin.add",
+                "tests.fixtures.jobs.add ",
+                " tests.fixtures.jobs.add",
                 "tasks..builtin.add",
                 ".",
                 "..",
-                "tasks.builtin.ADD",
-                "tasks.builtin.\u0430dd",
+                "tests.fixtures.jobs.ADD",
+                "tests.fixtures.jobs.\u0430dd",
             ]
         )
         | st.builds(
@@ -426,9 +433,9 @@ def foreign_calls(marker: str) -> list[tuple[str, list[Any]]]:
         ("tests.fixtures.canary.run", []),
         ("shutil.rmtree", ["/tmp/asched-fuzz-nothing-here"]),
         ("pty.spawn", [["touch", marker]]),
-        ("tasks.builtin.os.system", [f"touch {marker}"]),
-        ("tasks.builtin.add.__globals__", []),
-        ("tasks.builtin.ctypes.string_at", [0]),
+        ("tests.fixtures.jobs.os.system", [f"touch {marker}"]),
+        ("tests.fixtures.jobs.add.__globals__", []),
+        ("tests.fixtures.jobs.ctypes.string_at", [0]),
     ]
 
 
@@ -438,7 +445,7 @@ def not_allowlisted(marker: str) -> st.SearchStrategy[Case]:
         func, args = draw(st.sampled_from(foreign_calls(marker)))
         extra = draw(st.lists(json_values, max_size=2))  # and whatever else a hostile producer adds
         data = rq_payload(func, args=[*args, *extra], compress=draw(compress))
-        reason = rf"task '{re.escape(func)}' is not allowed \(allowed: tasks\.builtin\."
+        reason = rf"task '{re.escape(func)}' is not allowed \(allowed: functions of "
         return Case("non-allowlisted function", draw(queues), rq_hash(data), reason=reason)
 
     return build()
@@ -460,7 +467,7 @@ def pickle_payload(marker: str) -> st.SearchStrategy[Case]:
         protocol = draw(st.integers(0, pickle.HIGHEST_PROTOCOL))
         evil = draw(st.booleans())
         args = (1, 2, *draw(st.lists(json_values, max_size=2)))
-        call = ("tasks.builtin.add", _Touch(marker) if evil else None, args, {})
+        call = ("tests.fixtures.jobs.add", _Touch(marker) if evil else None, args, {})
         raw = pickle.dumps(call, protocol)
         data = zlib.compress(raw) if draw(compress) else raw
         reason = (
@@ -494,7 +501,7 @@ def queue_entry_not_ours(draw: st.DrawFn) -> Case:
         | st.binary(min_size=1, max_size=20).filter(lambda b: re.fullmatch(rb"[A-Za-z0-9_-]+", b) is None)
     )
     with_hash = draw(st.booleans())
-    fields = rq_hash(rq_payload("tasks.builtin.noop")) if with_hash else None
+    fields = rq_hash(rq_payload("tests.fixtures.jobs.noop")) if with_hash else None
     if draw(st.integers(0, 9)) == 0:
         return Case(kind, q, fields, id_prefix=b"", fixed_id=True, ends=frozenset({"dropped"}))
     return Case(kind, q, fields, id_prefix=prefix, ends=frozenset({"dropped"}))
@@ -721,7 +728,7 @@ def test_hostile_input_ends_in_a_known_place_and_the_daemon_keeps_serving(
     job_id = case.id_prefix if case.fixed_id else case.id_prefix + uuid.uuid4().hex.encode()
     # Given a hostile job (or queue entry) written straight into Redis, and a good job right behind it
     before = write(client, case, job_id)
-    good = queue(client, case.queue).enqueue("tasks.builtin.add", 20, 22)
+    good = queue(client, case.queue).enqueue("tests.fixtures.jobs.add", 20, 22)
     good_id = good.id.encode()
     # When the daemon gets to them, then the hostile one ends in a known place within seconds
     try:

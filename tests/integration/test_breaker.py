@@ -21,24 +21,24 @@ def test_a_flaky_task_opens_its_breaker_and_a_successful_trial_closes_it(
     env = {"ASCHED_BREAKER_COOLDOWN_S": "1.5"}
     with running_daemon(redis_url, env=env) as daemon:
         # Given three failures of one task within the window
-        failing = [queue(client, 1).enqueue("tasks.builtin.fail_while", str(down)) for _ in range(3)]
+        failing = [queue(client, 1).enqueue("tests.fixtures.jobs.fail_while", str(down)) for _ in range(3)]
         wait_until(lambda: all(j.get_status(refresh=True) == JobStatus.FAILED for j in failing))
-        wait_until(lambda: "circuit breaker of task tasks.builtin.fail_while opened" in daemon.output())
+        wait_until(lambda: "circuit breaker of task tests.fixtures.jobs.fail_while opened" in daemon.output())
         # When more jobs of that task arrive (and one of another task)
-        waiting = [queue(client, 1).enqueue("tasks.builtin.fail_while", str(down)) for _ in range(2)]
-        other = queue(client, 1).enqueue("tasks.builtin.add", 1, 1)
+        waiting = [queue(client, 1).enqueue("tests.fixtures.jobs.fail_while", str(down)) for _ in range(2)]
+        other = queue(client, 1).enqueue("tests.fixtures.jobs.add", 1, 1)
         # Then they are deferred into RQ's scheduled registry with the reason, not failed; others run
         wait_until(lambda: all(j.get_status(refresh=True) == JobStatus.SCHEDULED for j in waiting))
         wait_until(lambda: other.get_status(refresh=True) == JobStatus.FINISHED)
         reason = client.hget(waiting[0].key, "asched_reason").decode()
-        assert "circuit breaker of tasks.builtin.fail_while is open" in reason
+        assert "circuit breaker of tests.fixtures.jobs.fail_while is open" in reason
         assert client.zcard("rq:scheduled:p1") == 2
-        wait_until(lambda: breakers_in_status(redis_url) == {"tasks.builtin.fail_while": "open"})
+        wait_until(lambda: breakers_in_status(redis_url) == {"tests.fixtures.jobs.fail_while": "open"})
         # And once the dependency is back, after the cooldown one trial runs, succeeds and closes it
         down.unlink()
         wait_until(lambda: all(j.get_status(refresh=True) == JobStatus.FINISHED for j in waiting), 15)
         assert sum(f"job {j.id} is the trial" in daemon.output() for j in waiting) == 1
-        assert "circuit breaker of task tasks.builtin.fail_while closed" in daemon.output()
+        assert "circuit breaker of task tests.fixtures.jobs.fail_while closed" in daemon.output()
     assert [j.return_value() for j in waiting] == ["ok", "ok"]
 
 

@@ -51,10 +51,12 @@ def test_a_memory_storm_in_a_cgroup_kills_nothing_and_loses_nothing(
     daemon = DaemonProcess(redis_url, env=env, cgroup_procs=memory_cgroup / "cgroup.procs").wait_ready()
     try:
         # When jobs that together want about twice the limit arrive at every priority
-        jobs = [queue(client, 0).enqueue("tasks.builtin.allocate", 60, 1.0) for _ in range(3)]
-        jobs += [queue(client, 1).enqueue("tasks.builtin.long_sum", 2_000_000, 100_000, 0.05)]
-        jobs += [queue(client, 2).enqueue("tasks.builtin.allocate_steps", 200, 10, 0.1) for _ in range(3)]
-        jobs += [queue(client, 3).enqueue("tasks.builtin.heartbeat") for _ in range(5)]
+        jobs = [queue(client, 0).enqueue("tests.fixtures.jobs.allocate", 60, 1.0) for _ in range(3)]
+        jobs += [queue(client, 1).enqueue("tests.fixtures.jobs.long_sum", 2_000_000, 100_000, 0.05)]
+        jobs += [
+            queue(client, 2).enqueue("tests.fixtures.jobs.allocate_steps", 200, 10, 0.1) for _ in range(3)
+        ]
+        jobs += [queue(client, 3).enqueue("tests.fixtures.jobs.heartbeat") for _ in range(5)]
         # Then every job ends in a known place, the P0 and P1 jobs finish, and nothing was OOM-killed
         wait_until(lambda: all(fetch(client, j.id).get_status() in DONE for j in jobs), timeout_s=90)
         assert daemon.process.poll() is None, daemon.output()

@@ -11,11 +11,11 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from tests.helpers import cli, running_daemon, wait_until
+from tests.helpers import FIXTURES, cli, running_daemon, wait_until
 
 
 def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: str) -> None:
-    env = {"ASCHED_REDIS_URL": redis_url}
+    env = {"ASCHED_REDIS_URL": redis_url, **FIXTURES}
     with running_daemon(redis_url):
         enqueued = cli("enqueue", "add", "[2, 40]", "--priority", "P0", env=env)
         assert enqueued.returncode == 0, enqueued.stderr
@@ -37,7 +37,7 @@ def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: st
 def test_a_tasks_own_priority_and_timeout_apply_when_the_producer_sets_none(
     client: redis.Redis, redis_url: str
 ) -> None:
-    env = {"ASCHED_REDIS_URL": redis_url}
+    env = {"ASCHED_REDIS_URL": redis_url, **FIXTURES}
     # `heartbeat` is @task(priority="P3"), `add` has none (P2); `bounded_sleep` is @task(timeout=1.0)
     beat, plain, bounded = (
         cli("enqueue", *command, env=env).stdout.strip()
@@ -54,9 +54,13 @@ def test_a_tasks_own_priority_and_timeout_apply_when_the_producer_sets_none(
 
 
 def test_bad_cli_input_gets_one_clear_line_and_exit_code_2(redis_url: str) -> None:
-    env = {"ASCHED_REDIS_URL": redis_url}
+    env = {"ASCHED_REDIS_URL": redis_url, **FIXTURES}
     cases = {
-        ("enqueue", "os.system", '["ls"]'): "task 'os.system' is not allowed (allowed: tasks.builtin.add",
+        (
+            "enqueue",
+            "os.system",
+            '["ls"]',
+        ): "task 'os.system' is not allowed (allowed: functions of tests.fixtures.jobs)",
         ("enqueue", "add", "[1,"): "args must be JSON",
         ("enqueue", "add", '{"a": 1}'): "args must be a JSON list",
         ("enqueue", "add", "[1, 2]", "--priority", "P7"): "unknown priority 'P7' (use P0, P1, P2 or P3)",
@@ -83,9 +87,7 @@ def test_run_without_redis_url_runs_the_demo_on_an_embedded_redis(tmp_path: Path
     assert "started embedded redis-server" in demo.stderr
     assert "'finished': 7, 'failed': 3" in demo.stderr
     table = demo.stderr.split("demo results", 1)[1]
-    assert table.index("p0  finished  tasks.builtin.add") < table.index(
-        "p3  finished  tasks.builtin.heartbeat"
-    )
+    assert table.index("p0  finished  tasks.demo.add") < table.index("p3  finished  tasks.demo.heartbeat")
     # And a status query with no daemon running says how to start one
     status = cli("status", env=env)
     assert status.returncode == 2 and "start the daemon" in status.stderr
@@ -96,7 +98,7 @@ def test_the_embedded_redis_keeps_queued_jobs_across_a_restart(tmp_path: Path) -
     from tests.helpers import queue
 
     server = RedisServer(tmp_path, persistent=True).start()
-    job_id = queue(redis.Redis.from_url(server.url), 1).enqueue("tasks.builtin.noop").id
+    job_id = queue(redis.Redis.from_url(server.url), 1).enqueue("tests.fixtures.jobs.noop").id
     server.stop()
     server = RedisServer(tmp_path, persistent=True).start()
     try:
@@ -129,7 +131,9 @@ def test_run_execs_a_daemon_without_pydantic_or_the_settings_descriptor(redis_ur
             assert "pydantic" not in maps, f"pid {proc.pid} maps pydantic"
             links = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
             assert not [link for link in links if "adaptive-scheduler-settings" in link], links
-        job_id = cli("enqueue", "add", "[2, 3]", env={"ASCHED_REDIS_URL": redis_url}).stdout.strip()
+        job_id = cli(
+            "enqueue", "add", "[2, 3]", env={"ASCHED_REDIS_URL": redis_url, **FIXTURES}
+        ).stdout.strip()
         job = Job.fetch(job_id, connection=daemon.client, serializer=JSONSerializer)
         wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED)
         assert job.return_value() == 5

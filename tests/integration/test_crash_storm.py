@@ -1,7 +1,7 @@
 """Crash storm: a daemon killed with SIGKILL at random instants, again and again, each time restarted,
 while a second daemon serves the same queues throughout; mixed P0-P3 jobs keep flowing.
 
-Every job is a `tasks.builtin.record_run`, which appends "start" and "end" lines (job id, daemon pid,
+Every job is a `tests.fixtures.jobs.record_run`, which appends "start" and "end" lines (job id, daemon pid,
 time) to a file, so what ran is known independently of what Redis says. Terms, per job:
 
 - lost: not finished once the storm is over and the survivors have drained the queues;
@@ -124,7 +124,7 @@ def enqueue_batch(client: redis.Redis, runs: Path, rng: random.Random, n: int) -
     with client.pipeline() as pipe:
         ids = [
             queue(client, rng.randrange(4))
-            .enqueue("tasks.builtin.record_run", str(runs), rng.choice(DURATIONS_S), pipeline=pipe)
+            .enqueue("tests.fixtures.jobs.record_run", str(runs), rng.choice(DURATIONS_S), pipeline=pipe)
             .id
             for _ in range(n)
         ]

@@ -28,7 +28,7 @@ def test_a_thousand_mixed_priority_jobs_finish_and_read_back_through_rq(
     client: redis.Redis, redis_url: str
 ) -> None:
     # Given 1,000 jobs spread over P0..P3, enqueued with plain RQ before the daemon starts
-    jobs = [queue(client, i % 4).enqueue("tasks.builtin.add", i, 1) for i in range(1000)]
+    jobs = [queue(client, i % 4).enqueue("tests.fixtures.jobs.add", i, 1) for i in range(1000)]
     # When the daemon runs
     with running_daemon(redis_url):
         wait_until(
@@ -45,11 +45,11 @@ def test_a_thousand_mixed_priority_jobs_finish_and_read_back_through_rq(
 
 def test_a_p0_job_overtakes_a_p3_backlog(client: redis.Redis, redis_url: str) -> None:
     # Given a daemon busy with a backlog of P3 jobs
-    backlog = [queue(client, 3).enqueue("tasks.builtin.sleep", 0.02) for _ in range(60)]
+    backlog = [queue(client, 3).enqueue("tests.fixtures.jobs.sleep", 0.02) for _ in range(60)]
     with running_daemon(redis_url):
         wait_until(lambda: fetch(client, backlog[10].id).get_status() == JobStatus.FINISHED)
         # When a P0 job is enqueued
-        urgent = queue(client, 0).enqueue("tasks.builtin.stamp")
+        urgent = queue(client, 0).enqueue("tests.fixtures.jobs.stamp")
         wait_until(lambda: fetch(client, urgent.id).get_status() == JobStatus.FINISHED)
         p0_started = fetch(client, urgent.id).started_at
         enqueued_at = fetch(client, urgent.id).enqueued_at
@@ -68,15 +68,15 @@ def test_bad_payloads_fail_with_a_clear_reason_and_the_daemon_keeps_serving(
     foreign = queue(client, 1).enqueue("os.system", "touch /tmp/asched-canary")
     from rq import Queue
 
-    pickled = Queue("p1", connection=client).enqueue("tasks.builtin.add", 1, 2)
-    garbage = queue(client, 1).enqueue("tasks.builtin.add", 1, 2)
+    pickled = Queue("p1", connection=client).enqueue("tests.fixtures.jobs.add", 1, 2)
+    garbage = queue(client, 1).enqueue("tests.fixtures.jobs.add", 1, 2)
     client.hset(f"rq:job:{garbage.id}", "data", b"\x00\xffnot a payload")
-    good = queue(client, 1).enqueue("tasks.builtin.add", 20, 22)
+    good = queue(client, 1).enqueue("tests.fixtures.jobs.add", 20, 22)
     with running_daemon(redis_url):
         wait_until(lambda: fetch(client, good.id).get_status() == JobStatus.FINISHED)
         wait_until(lambda: FailedJobRegistry("p1", connection=client).count == 3)
     # Then each failed with a reason that says what is wrong, and the good job still ran
-    assert "task 'os.system' is not allowed (allowed: tasks.builtin.add" in failure(client, foreign.id)
+    assert "task 'os.system' is not allowed (allowed: tests.fixtures.jobs.add" in failure(client, foreign.id)
     assert "payload is pickle but the daemon accepts JSON" in failure(client, pickled.id)
     assert "not valid JSON" in failure(client, garbage.id)
     assert fetch(client, good.id).return_value() == 42
@@ -88,12 +88,12 @@ def test_jobs_that_kill_their_slot_or_overrun_fail_and_the_slot_is_replaced(
     # Given jobs that exit, SIGKILL or segfault their process, and one past its timeout
     q = queue(client, 2)
     crashing = {
-        "exited with code 7": q.enqueue("tasks.builtin.exit_process", 7),
-        "killed by SIGKILL": q.enqueue("tasks.builtin.kill_self"),
-        "killed by SIGSEGV": q.enqueue("tasks.builtin.segfault"),
-        "exceeded its timeout of 1 s": q.enqueue("tasks.builtin.sleep", 30, job_timeout=1),
+        "exited with code 7": q.enqueue("tests.fixtures.jobs.exit_process", 7),
+        "killed by SIGKILL": q.enqueue("tests.fixtures.jobs.kill_self"),
+        "killed by SIGSEGV": q.enqueue("tests.fixtures.jobs.segfault"),
+        "exceeded its timeout of 1 s": q.enqueue("tests.fixtures.jobs.sleep", 30, job_timeout=1),
     }
-    after = q.enqueue("tasks.builtin.add", 2, 2)
+    after = q.enqueue("tests.fixtures.jobs.add", 2, 2)
     with running_daemon(redis_url):
         wait_until(lambda: fetch(client, after.id).get_status() == JobStatus.FINISHED, timeout_s=20)
         wait_until(
@@ -108,7 +108,7 @@ def test_jobs_that_kill_their_slot_or_overrun_fail_and_the_slot_is_replaced(
 def test_a_failing_job_with_rq_retries_runs_again_then_fails(client: redis.Redis, redis_url: str) -> None:
     from rq import Retry
 
-    job = queue(client, 1).enqueue("tasks.builtin.fail", "boom", retry=Retry(max=2))
+    job = queue(client, 1).enqueue("tests.fixtures.jobs.fail", "boom", retry=Retry(max=2))
     with running_daemon(redis_url):
         wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.FAILED)
     failed = fetch(client, job.id)
@@ -119,7 +119,9 @@ def test_a_failing_job_with_rq_retries_runs_again_then_fails(client: redis.Redis
 def test_unsupported_rq_options_fail_the_job_and_say_which(client: redis.Redis, redis_url: str) -> None:
     from rq import Callback
 
-    job = queue(client, 1).enqueue("tasks.builtin.noop", on_success=Callback("tasks.builtin.noop"))
+    job = queue(client, 1).enqueue(
+        "tests.fixtures.jobs.noop", on_success=Callback("tests.fixtures.jobs.noop")
+    )
     with running_daemon(redis_url):
         wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.FAILED)
     assert "RQ option 'on_success' is not supported" in failure(client, job.id)
@@ -146,7 +148,7 @@ def test_a_non_allowlisted_module_is_never_imported(
     # Given jobs naming a function in a module outside the allowlist (importing it leaves a file)
     canary = tmp_path / "imported"
     jobs = [queue(client, p).enqueue("tests.fixtures.canary.run") for p in range(4)]
-    marker = queue(client, 3).enqueue("tasks.builtin.noop")
+    marker = queue(client, 3).enqueue("tests.fixtures.jobs.noop")
     with running_daemon(redis_url, env={"ASCHED_TEST_CANARY": str(canary)}):
         wait_until(lambda: fetch(client, marker.id).get_status() == JobStatus.FINISHED)
     # Then each failed as not allowed, and the module was never imported anywhere
@@ -160,9 +162,10 @@ def test_an_allowlisted_module_runs_and_a_memory_error_fails_only_its_job(
 ) -> None:
     canary = tmp_path / "imported"
     allowed = queue(client, 1).enqueue("tests.fixtures.canary.run")
-    greedy = queue(client, 1).enqueue("tasks.builtin.allocate", 10**8)  # 100 TB: MemoryError at once
-    after = queue(client, 1).enqueue("tasks.builtin.add", 1, 1)
-    env = {"ASCHED_TEST_CANARY": str(canary), "ASCHED_ALLOWED_MODULES": '["tests.fixtures.canary"]'}
+    greedy = queue(client, 1).enqueue("tests.fixtures.jobs.allocate", 10**8)  # 100 TB: MemoryError at once
+    after = queue(client, 1).enqueue("tests.fixtures.jobs.add", 1, 1)
+    allowed = '["tests.fixtures.canary", "tests.fixtures.jobs"]'
+    env = {"ASCHED_TEST_CANARY": str(canary), "ASCHED_ALLOWED_MODULES": allowed}
     with running_daemon(redis_url, env=env):
         wait_until(lambda: fetch(client, after.id).get_status() == JobStatus.FINISHED)
     assert fetch(client, allowed.id).return_value() == "ran" and canary.exists()
@@ -190,11 +193,11 @@ def test_without_the_p0_lane_a_p0_job_takes_the_slot_of_a_checkpointing_p3_job(
 ) -> None:
     # Given both slots busy with long, checkpointing P3 jobs, and no P0 lane
     n = 2_000_000
-    long_jobs = [queue(client, 3).enqueue("tasks.builtin.long_sum", n, 50_000, 0.05) for _ in range(2)]
+    long_jobs = [queue(client, 3).enqueue("tests.fixtures.jobs.long_sum", n, 50_000, 0.05) for _ in range(2)]
     with running_daemon(redis_url, env={"ASCHED_P0_LANE": "false"}):
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.STARTED for j in long_jobs))
         # When a P0 job arrives
-        urgent = queue(client, 0).enqueue("tasks.builtin.add", 1, 1)
+        urgent = queue(client, 0).enqueue("tests.fixtures.jobs.add", 1, 1)
         # Then it runs within a checkpoint or two, and the preempted job still ends with the right sum
         wait_until(lambda: fetch(client, urgent.id).get_status() == JobStatus.FINISHED, timeout_s=5)
         done = fetch(client, urgent.id)
@@ -209,8 +212,8 @@ def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
     client: redis.Redis, redis_url: str
 ) -> None:
     # Given both slots busy with long jobs that can neither checkpoint nor restart, and P3 jobs waiting
-    blockers = [queue(client, 3).enqueue("tasks.builtin.sleep", 4) for _ in range(2)]
-    waiting = [queue(client, 3).enqueue("tasks.builtin.add", i, 1) for i in range(3)]
+    blockers = [queue(client, 3).enqueue("tests.fixtures.jobs.sleep", 4) for _ in range(2)]
+    waiting = [queue(client, 3).enqueue("tests.fixtures.jobs.add", i, 1) for i in range(3)]
     env = {"ASCHED_P0_LANE_IDLE_S": "1", "ASCHED_SLOT_NICE": "5"}
     with running_daemon(redis_url, env=env) as daemon:
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.STARTED for j in blockers))
@@ -222,7 +225,7 @@ def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
         daemon_nice = psutil.Process(daemon.process.pid).nice()
         assert [psutil.Process(pid).nice() - daemon_nice for pid in slots] == [5, 5, 0]
         # When P0 jobs arrive
-        urgent = [queue(client, 0).enqueue("tasks.builtin.add", i, 100) for i in range(3)]
+        urgent = [queue(client, 0).enqueue("tests.fixtures.jobs.add", i, 100) for i in range(3)]
         # Then they run in the P0 lane within milliseconds, while the P3 jobs keep waiting for a slot
         wait_until(lambda: all(fetch(client, u.id).get_status() == JobStatus.FINISHED for u in urgent))
         waits = [
@@ -243,11 +246,11 @@ def test_a_queue_key_that_is_not_a_list_is_reported_and_the_other_queues_are_ser
 ) -> None:
     client.set("rq:queue:p1", "not a list")  # another application's key, where our P1 queue should be
     with running_daemon(redis_url) as daemon:
-        job = queue(client, 2).enqueue("tasks.builtin.add", 1, 2)
+        job = queue(client, 2).enqueue("tests.fixtures.jobs.add", 1, 2)
         wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.FINISHED)
         wait_until(lambda: "queue key rq:queue:p1 is not a list" in daemon.output())
         # once the key is fixed, P1 is served again (within a housekeeping turn)
         client.delete("rq:queue:p1")
-        later = queue(client, 1).enqueue("tasks.builtin.add", 2, 2)
+        later = queue(client, 1).enqueue("tests.fixtures.jobs.add", 2, 2)
         wait_until(lambda: fetch(client, later.id).get_status() == JobStatus.FINISHED, timeout_s=5)
         assert daemon.process.poll() is None

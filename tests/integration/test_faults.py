@@ -88,7 +88,10 @@ def enqueue_mixed(client: redis.Redis, runs: Path, n: int, seed: int) -> list[st
         ids = [
             queue(client, i % 4)
             .enqueue(
-                "tasks.builtin.record_run", str(runs), rng.choice((0.002, 0.005, 0.01, 0.05)), pipeline=pipe
+                "tests.fixtures.jobs.record_run",
+                str(runs),
+                rng.choice((0.002, 0.005, 0.01, 0.05)),
+                pipeline=pipe,
             )
             .id
             for i in range(n)
@@ -278,7 +281,7 @@ def test_the_backoff_is_jittered_and_capped() -> None:
 
 def test_the_reply_that_ends_an_outage_keeps_the_jobs_it_claimed(client: redis.Redis, redis_url: str) -> None:
     # Given a daemon that lost an exchange's reply (so its next reply reconciles its claims)
-    ids = [queue(client, 1).enqueue("tasks.builtin.noop").id for _ in range(3)]
+    ids = [queue(client, 1).enqueue("tests.fixtures.jobs.noop").id for _ in range(3)]
     daemon = Daemon(load_settings(), redis_url)
     try:
         daemon.intake.announce()
@@ -298,11 +301,11 @@ def test_housekeeping_after_redis_lost_its_scripts_still_recovers_and_promotes(
 ) -> None:
     # Given a dead daemon's claimed job, a due scheduled job, and a Redis that forgot its scripts
     dead = Intake(client, load_settings(), "dead")
-    orphan = queue(client, 1).enqueue("tasks.builtin.noop").id
+    orphan = queue(client, 1).enqueue("tests.fixtures.jobs.noop").id
     dead.announce()
     assert [job.id for job in dead.exchange([], 1, time.time()).jobs] == [orphan]
     client.delete(keys.daemon_lease("dead"))  # its lease is gone: it died
-    due = queue(client, 2).enqueue_at(datetime.now(UTC) - timedelta(seconds=1), "tasks.builtin.noop").id
+    due = queue(client, 2).enqueue_at(datetime.now(UTC) - timedelta(seconds=1), "tests.fixtures.jobs.noop").id
     daemon = Daemon(load_settings(), redis_url)
     try:
         daemon.intake.announce()
@@ -321,7 +324,7 @@ def test_a_job_that_ends_while_that_reply_is_in_flight_is_not_put_back(
     client: redis.Redis, redis_url: str
 ) -> None:
     # Given a daemon running a claimed job, that lost an exchange's reply (so its next one reconciles)
-    job_id = queue(client, 1).enqueue("tasks.builtin.noop").id
+    job_id = queue(client, 1).enqueue("tests.fixtures.jobs.noop").id
     daemon = Daemon(load_settings(), redis_url)
     try:
         daemon.intake.announce()
@@ -407,7 +410,7 @@ def test_slot_faults_fail_their_job_replace_the_slot_and_leave_no_process(
         first_slots = children(daemon.process.pid)
         # Given a job that starts children and grandchildren and returns while they run: once it has
         # finished, none is left, although its slot lives on
-        returns = q.enqueue("tasks.builtin.spawn_children", str(pid_files["returns"]), "return")
+        returns = q.enqueue("tests.fixtures.jobs.spawn_children", str(pid_files["returns"]), "return")
         wait_until(lambda: status(client, returns.id) == JobStatus.FINISHED)
         assert len(pids_in(pid_files["returns"])) == 6 and not alive(pids_in(pid_files["returns"]))
         assert children(daemon.process.pid) == first_slots
@@ -415,19 +418,19 @@ def test_slot_faults_fail_their_job_replace_the_slot_and_leave_no_process(
         # end their process / overrun; a job whose slot is SIGKILLed from outside; and one that ignores
         # the SIGTERM sent to its slot
         jobs = {
-            "spins": q.enqueue("tasks.builtin.spin", 600, job_timeout=1),
-            "grows": q.enqueue("tasks.builtin.allocate", 250, 30),
+            "spins": q.enqueue("tests.fixtures.jobs.spin", 600, job_timeout=1),
+            "grows": q.enqueue("tests.fixtures.jobs.allocate", 250, 30),
             "returns": returns,
-            "exits": q.enqueue("tasks.builtin.spawn_children", str(pid_files["exits"]), "exit"),
-            "overruns": q.enqueue("tasks.builtin.spawn_children", str(pid_files["overruns"]), "sleep",
+            "exits": q.enqueue("tests.fixtures.jobs.spawn_children", str(pid_files["exits"]), "exit"),
+            "overruns": q.enqueue("tests.fixtures.jobs.spawn_children", str(pid_files["overruns"]), "sleep",
                                   job_timeout=2),
-            "killed": q.enqueue("tasks.builtin.spawn_children", str(pid_files["killed"]), "sleep"),
+            "killed": q.enqueue("tests.fixtures.jobs.spawn_children", str(pid_files["killed"]), "sleep"),
         }  # fmt: skip
         wait_until(lambda: pid_files["killed"].exists() and slot_of(client, daemon, jobs["killed"].id), 30)
         victim = slot_of(client, daemon, jobs["killed"].id)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        jobs["ignores_sigterm"] = q.enqueue("tasks.builtin.ignore_sigterm", 600, job_timeout=2)
+        jobs["ignores_sigterm"] = q.enqueue("tests.fixtures.jobs.ignore_sigterm", 600, job_timeout=2)
         wait_until(lambda: slot_of(client, daemon, jobs["ignores_sigterm"].id), timeout_s=30)
         stubborn = slot_of(client, daemon, jobs["ignores_sigterm"].id)
         assert stubborn is not None
@@ -436,7 +439,7 @@ def test_slot_faults_fail_their_job_replace_the_slot_and_leave_no_process(
         time.sleep(0.5)
         assert psutil.pid_exists(stubborn) and status(client, jobs["ignores_sigterm"].id) == JobStatus.STARTED
         # Then each ends with its reason, and the daemon still serves
-        after = q.enqueue("tasks.builtin.add", 2, 2)
+        after = q.enqueue("tests.fixtures.jobs.add", 2, 2)
         wait_until(lambda: status(client, after.id) == JobStatus.FINISHED, timeout_s=30)
         wait_until(
             lambda: all(status(client, j.id) in (JobStatus.FINISHED, JobStatus.FAILED) for j in jobs.values())
@@ -478,8 +481,8 @@ def test_a_stop_ends_jobs_that_ignore_sigterm_or_have_children_and_puts_them_bac
     client: redis.Redis, redis_url: str, tmp_path: Path
 ) -> None:
     pids = tmp_path / "children.pids"
-    stubborn = queue(client, 1).enqueue("tasks.builtin.ignore_sigterm", 600)
-    parent = queue(client, 1).enqueue("tasks.builtin.spawn_children", str(pids), "sleep")
+    stubborn = queue(client, 1).enqueue("tests.fixtures.jobs.ignore_sigterm", 600)
+    parent = queue(client, 1).enqueue("tests.fixtures.jobs.spawn_children", str(pids), "sleep")
     with running_daemon(redis_url, env={"ASCHED_STOP_TIMEOUT_S": "1"}) as daemon:
         wait_until(lambda: pids.exists() and status(client, stubborn.id) == JobStatus.STARTED)
         slots = children(daemon.process.pid)

@@ -50,15 +50,15 @@ def test_heartbeats_are_skipped_at_70_percent_and_run_again_when_it_falls(
 ) -> None:
     # Given a daemon whose P1 job holds 170 MiB of a 286 MiB budget for three seconds
     with running_daemon(redis_url, env=SMALL_BUDGET) as daemon:
-        hog = queue(client, 1).enqueue("tasks.builtin.allocate", 170, 3.0)
+        hog = queue(client, 1).enqueue("tests.fixtures.jobs.allocate", 170, 3.0)
         wait_until(lambda: "memory pressure NORMAL -> ELEVATED" in daemon.output())
         # When heartbeats arrive meanwhile
-        beats = [queue(client, 3).enqueue("tasks.builtin.heartbeat") for _ in range(3)]
+        beats = [queue(client, 3).enqueue("tests.fixtures.jobs.heartbeat") for _ in range(3)]
         wait_until(lambda: all(status(client, b.id) == JobStatus.CANCELED for b in beats))
         # Then they are skipped (not run, counted, visible with the reason), and later ones run
         wait_until(lambda: status(client, hog.id) == JobStatus.FINISHED, timeout_s=15)
         wait_until(lambda: "-> NORMAL" in daemon.output(), timeout_s=10)
-        later = queue(client, 3).enqueue("tasks.builtin.heartbeat")
+        later = queue(client, 3).enqueue("tests.fixtures.jobs.heartbeat")
         wait_until(lambda: status(client, later.id) == JobStatus.FINISHED)
     for beat in beats:
         assert field(client, beat.id, "asched_outcome") == "skipped"
@@ -74,7 +74,7 @@ def test_a_periodic_heartbeat_is_skipped_and_counted_above_70_percent(
     with running_daemon(redis_url, env={**SMALL_BUDGET, "ASCHED_PERIODIC": beat}) as daemon:
         # Given periodic heartbeats running, then a job holding 170 MiB of 286 for four seconds
         wait_until(lambda: client.zcard("rq:finished:p3") >= 1)
-        hog = queue(client, 1).enqueue("tasks.builtin.allocate", 170, 4.0)
+        hog = queue(client, 1).enqueue("tests.fixtures.jobs.allocate", 170, 4.0)
         wait_until(lambda: "memory pressure NORMAL -> ELEVATED" in daemon.output())
         enqueued_before = len(client.keys("rq:job:periodic-beat-*"))
         # When ticks come while ELEVATED, then they are skipped: counted, logged, not enqueued
@@ -93,7 +93,7 @@ def test_the_heap_reading_sees_memory_a_job_reserved_but_never_touched(
 ) -> None:
     # Given a job that callocs 250 MiB of the 286 MiB budget and leaves the pages untouched (RSS flat)
     with running_daemon(redis_url, env=SMALL_BUDGET) as daemon:
-        job = queue(client, 1).enqueue("tasks.builtin.reserve", 250, 2.0)
+        job = queue(client, 1).enqueue("tests.fixtures.jobs.reserve", 250, 2.0)
         # Then the level rises on the heap reading alone, and the status shows the slot's heap
         wait_until(lambda: "memory pressure NORMAL -> HIGH" in daemon.output(), timeout_s=5)
         slots = wait_until(lambda: [s for s in daemon_status(client)["slots"] if (s["heap_mb"] or 0) >= 250])
@@ -107,11 +107,11 @@ def test_a_p3_job_is_preempted_at_85_percent_and_resumes_to_the_right_result(
     # Given a long checkpointing P3 job running
     n = 3_000_000
     with running_daemon(redis_url, env=SMALL_BUDGET) as daemon:
-        long_sum = queue(client, 3).enqueue("tasks.builtin.long_sum", n, 100_000, 0.1)
+        long_sum = queue(client, 3).enqueue("tests.fixtures.jobs.long_sum", n, 100_000, 0.1)
         wait_until(lambda: status(client, long_sum.id) == JobStatus.STARTED)
         wait_until(lambda: field(client, long_sum.id, "asched_preemptions") is None)
         # When a P1 job takes 210 MiB of the 286 MiB budget (HIGH)
-        hog = queue(client, 1).enqueue("tasks.builtin.allocate", 210, 2.0)
+        hog = queue(client, 1).enqueue("tests.fixtures.jobs.allocate", 210, 2.0)
         wait_until(lambda: "memory pressure" in daemon.output() and "-> HIGH" in daemon.output())
         # Then the P3 job is preempted with its checkpoint, and resumes once pressure falls
         wait_until(lambda: field(client, long_sum.id, "asched_preemptions") == "1")
@@ -133,14 +133,14 @@ def test_emergency_stops_all_but_p0_sheds_heartbeats_and_loses_nothing(
     with running_daemon(redis_url, env=SMALL_BUDGET) as daemon:
         # Given a P1 checkpointing job in one slot, a short P0 job in the other, and, waiting locally,
         # a heartbeat, a P2 job and a P0 job that will take the whole budget
-        p1 = queue(client, 1).enqueue("tasks.builtin.long_sum", 3_000_000, 100_000, 0.1)
+        p1 = queue(client, 1).enqueue("tests.fixtures.jobs.long_sum", 3_000_000, 100_000, 0.1)
         wait_until(lambda: status(client, p1.id) == JobStatus.STARTED)
-        first = queue(client, 0).enqueue("tasks.builtin.sleep", 1.0)
+        first = queue(client, 0).enqueue("tests.fixtures.jobs.sleep", 1.0)
         wait_until(lambda: status(client, first.id) == JobStatus.STARTED)
-        beat = queue(client, 3).enqueue("tasks.builtin.heartbeat")
-        late = queue(client, 2).enqueue("tasks.builtin.add", 1, 2, meta={"deadline": time.time()})
-        p2 = queue(client, 2).enqueue("tasks.builtin.add", 2, 3)
-        hog = queue(client, 0).enqueue("tasks.builtin.allocate", 250, 2.5)
+        beat = queue(client, 3).enqueue("tests.fixtures.jobs.heartbeat")
+        late = queue(client, 2).enqueue("tests.fixtures.jobs.add", 1, 2, meta={"deadline": time.time()})
+        p2 = queue(client, 2).enqueue("tests.fixtures.jobs.add", 2, 3)
+        hog = queue(client, 0).enqueue("tests.fixtures.jobs.allocate", 250, 2.5)
         # When the P0 hog starts (EMERGENCY)
         wait_until(lambda: "-> EMERGENCY" in daemon.output(), timeout_s=15)
         # Then the P1 job is preempted (for the P0 hog, or by EMERGENCY), the job past its deadline is
@@ -167,8 +167,8 @@ def test_a_job_past_the_slot_cap_is_stopped_and_the_daemon_carries_on(
 ) -> None:
     env = {"ASCHED_SLOT_MEMORY_CAP": "100MB"}
     with running_daemon(redis_url, env=env) as daemon:
-        greedy = queue(client, 1).enqueue("tasks.builtin.allocate", 300, 5.0)
-        after = queue(client, 1).enqueue("tasks.builtin.add", 2, 3)
+        greedy = queue(client, 1).enqueue("tests.fixtures.jobs.allocate", 300, 5.0)
+        after = queue(client, 1).enqueue("tests.fixtures.jobs.add", 2, 3)
         wait_until(lambda: status(client, greedy.id) == JobStatus.FAILED, timeout_s=15)
         wait_until(lambda: status(client, after.id) == JobStatus.FINISHED)
         # the killed slot was reaped once it ended (the daemon did not wait for it): no zombie is left
@@ -203,11 +203,11 @@ def test_an_idle_slot_that_kept_memory_after_its_job_is_recycled(client: redis.R
     # Given a daemon with one slot and a 50 MB leak guard, and a job that leaves 120 MiB behind in it
     env = {"ASCHED_SLOT_IDLE_GROWTH_LIMIT": "50MB", "ASCHED_SLOTS": "1"}
     with running_daemon(redis_url, env=env) as daemon:
-        leaky = queue(client, 1).enqueue("tasks.builtin.leak", 120)
+        leaky = queue(client, 1).enqueue("tests.fixtures.jobs.leak", 120)
         wait_until(lambda: status(client, leaky.id) == JobStatus.FINISHED)
         # Then the slot is replaced once it is idle, and the next job runs in a fresh process
         wait_until(lambda: "recycled: idle, yet its RSS grew" in daemon.output())
-        again = queue(client, 1).enqueue("tasks.builtin.leak", 1)
+        again = queue(client, 1).enqueue("tests.fixtures.jobs.leak", 1)
         wait_until(lambda: status(client, again.id) == JobStatus.FINISHED)
     assert fetch(client, leaky.id).return_value() == 120
     assert fetch(client, again.id).return_value() == 1  # the one slot is new: nothing left over

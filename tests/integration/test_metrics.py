@@ -36,8 +36,8 @@ def test_job_counters_timers_and_gauges_arrive_with_catalogue_names(
     env = {"ASCHED_STATSD_URL": statsd.url, "ASCHED_STATSD_PREFIX": "t.{host}", "ASCHED_P0_LANE": "false"}
     with running_daemon(redis_url, env=env):
         # When it runs 20 good P1 jobs and 3 failing P2 jobs
-        good = [queue(client, 1).enqueue("tasks.builtin.add", i, 1) for i in range(20)]
-        bad = [queue(client, 2).enqueue("tasks.builtin.fail", "boom") for _ in range(3)]
+        good = [queue(client, 1).enqueue("tests.fixtures.jobs.add", i, 1) for i in range(20)]
+        bad = [queue(client, 2).enqueue("tests.fixtures.jobs.fail", "boom") for _ in range(3)]
         wait_until(lambda: all(j.get_status(refresh=True) == "finished" for j in good), 20)
         wait_until(lambda: all(j.get_status(refresh=True) == "failed" for j in bad), 20)
         # Then within a flush or two the counters add up

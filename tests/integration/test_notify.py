@@ -56,7 +56,7 @@ def test_a_daemon_reports_ready_watchdog_status_and_stopping(
         assert "STATUS=NORMAL" in ready and "slots 0/2 busy" in ready
         assert not any("WATCHDOG=1" in m for _, m in seen[:-1]), "pinged before it was ready"
         # WATCHDOG every half WATCHDOG_USEC (0.2 s), from the loop
-        queue(client, 1).enqueue("tasks.builtin.add", 1, 2)
+        queue(client, 1).enqueue("tests.fixtures.jobs.add", 1, 2)
         start = time.monotonic()
         pings = 0
         while time.monotonic() - start < 1.5:

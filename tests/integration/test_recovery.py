@@ -26,7 +26,7 @@ def finished_count(client: redis.Redis) -> int:
 
 def test_kill_9_mid_run_then_restart_leaves_no_job_missing(client: redis.Redis, redis_url: str) -> None:
     # Given 400 short jobs over all priorities and a daemon working through them
-    ids = [queue(client, i % 4).enqueue("tasks.builtin.sleep", 0.002).id for i in range(400)]
+    ids = [queue(client, i % 4).enqueue("tests.fixtures.jobs.sleep", 0.002).id for i in range(400)]
     first = DaemonProcess(redis_url, env=FAST_LEASE).wait_ready()
     wait_until(lambda: finished_count(client) >= 100, timeout_s=30)
     # When it is killed with SIGKILL in the middle of the run, and a new daemon starts
@@ -44,7 +44,7 @@ def test_a_clean_stop_puts_the_local_queue_back_and_lets_running_jobs_finish(
     client: redis.Redis, redis_url: str
 ) -> None:
     # Given a daemon with both slots busy and claimed jobs waiting in its local queue
-    ids = [queue(client, 2).enqueue("tasks.builtin.sleep", 0.5).id for _ in range(10)]
+    ids = [queue(client, 2).enqueue("tests.fixtures.jobs.sleep", 0.5).id for _ in range(10)]
     with running_daemon(redis_url) as daemon:
         wait_until(lambda: statuses(client, ids).count(JobStatus.STARTED) >= 2)
         # When it receives SIGTERM
@@ -60,7 +60,7 @@ def test_a_clean_stop_puts_the_local_queue_back_and_lets_running_jobs_finish(
 
 
 def test_a_second_signal_stops_at_once_and_still_puts_jobs_back(client: redis.Redis, redis_url: str) -> None:
-    ids = [queue(client, 1).enqueue("tasks.builtin.sleep", 30).id for _ in range(3)]
+    ids = [queue(client, 1).enqueue("tests.fixtures.jobs.sleep", 30).id for _ in range(3)]
     with running_daemon(redis_url) as daemon:
         wait_until(lambda: statuses(client, ids).count(JobStatus.STARTED) == 3)
         daemon.process.terminate()
@@ -76,8 +76,8 @@ def test_a_stop_checkpoints_a_preemptible_job_which_resumes_after_a_restart(
     client: redis.Redis, redis_url: str
 ) -> None:
     # Given a long checkpointing job (about 5 s unpreempted) running next to a short plain one
-    long_job = queue(client, 2).enqueue("tasks.builtin.long_sum", 1_000_000, 20_000, 0.1)
-    plain = queue(client, 2).enqueue("tasks.builtin.sleep", 1.0)
+    long_job = queue(client, 2).enqueue("tests.fixtures.jobs.long_sum", 1_000_000, 20_000, 0.1)
+    plain = queue(client, 2).enqueue("tests.fixtures.jobs.sleep", 1.0)
     with running_daemon(redis_url) as daemon:
         wait_until(lambda: statuses(client, [long_job.id, plain.id]) == [JobStatus.STARTED] * 2)
         time.sleep(0.5)
@@ -99,12 +99,12 @@ def test_a_job_that_ignored_the_checkpoint_signal_does_not_stop_the_next_job_fro
     client: redis.Redis, redis_url: str
 ) -> None:
     # Given one slot, where a job set SIGUSR1 (the daemon's "checkpoint now") to be ignored and ended
-    ignorer = queue(client, 2).enqueue("tasks.builtin.ignore_preemption_signal")
+    ignorer = queue(client, 2).enqueue("tests.fixtures.jobs.ignore_preemption_signal")
     env = {"ASCHED_SLOTS": "1", "ASCHED_P0_LANE": "false"}
     with running_daemon(redis_url, env=env) as daemon:
         wait_until(lambda: statuses(client, [ignorer.id]) == [JobStatus.FINISHED])
         # and then a long checkpointing job runs in the same slot process
-        long_job = queue(client, 2).enqueue("tasks.builtin.long_sum", 1_000_000, 20_000, 0.1)
+        long_job = queue(client, 2).enqueue("tests.fixtures.jobs.long_sum", 1_000_000, 20_000, 0.1)
         wait_until(lambda: statuses(client, [long_job.id]) == [JobStatus.STARTED])
         time.sleep(0.3)
         # When the daemon is stopped
@@ -122,7 +122,7 @@ def test_a_redis_outage_is_waited_out_and_no_job_is_lost(tmp_path: Path) -> None
     # Given a daemon working through jobs on its own (persistent) Redis
     server = RedisServer(tmp_path, persistent=True).start()
     client = redis.Redis.from_url(server.url)
-    ids = [queue(client, i % 4).enqueue("tasks.builtin.sleep", 0.01).id for i in range(300)]
+    ids = [queue(client, i % 4).enqueue("tests.fixtures.jobs.sleep", 0.01).id for i in range(300)]
     daemon = DaemonProcess(server.url, env=FAST_LEASE).wait_ready()
     try:
         wait_until(lambda: finished_count(client) >= 50, timeout_s=30)

@@ -29,7 +29,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from scheduler.redis_server import find_binary, stop_process
-from tests.helpers import cli, queue, running_daemon, wait_until
+from tests.helpers import FIXTURES, cli, queue, running_daemon, wait_until
 
 USER = "asched"
 PASSWORD = "s3cret-PW"
@@ -178,7 +178,7 @@ def test_a_job_runs_over_tls_and_status_works_without_showing_the_password(
     # Given a daemon serving the TLS Redis as the ACL user (DEBUG logging: the most it ever says)
     with running_daemon(url) as daemon:
         # When a job is enqueued over TLS, with plain RQ
-        job = queue(tls_client, 1).enqueue("tasks.builtin.add", 40, 2)
+        job = queue(tls_client, 1).enqueue("tests.fixtures.jobs.add", 40, 2)
         # Then it runs to completion
         wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED)
         assert Job.fetch(job.id, connection=tls_client, serializer=JSONSerializer).return_value() == 42
@@ -192,7 +192,9 @@ def test_a_job_runs_over_tls_and_status_works_without_showing_the_password(
             timeout_s=15,
         )
         table = cli("status", env={"ASCHED_REDIS_URL": url})
-        enqueued = cli("enqueue", "add", "[1, 2]", "--priority", "P0", env={"ASCHED_REDIS_URL": url})
+        enqueued = cli(
+            "enqueue", "add", "[1, 2]", "--priority", "P0", env={"ASCHED_REDIS_URL": url, **FIXTURES}
+        )
         assert enqueued.returncode == 0, enqueued.stderr
         wait_until(
             lambda: (
@@ -244,7 +246,7 @@ def test_a_password_changed_under_a_running_daemon_is_waited_out_without_showing
         wait_until(lambda: "Redis unreachable" in daemon.output(), timeout_s=15)
         # and puts it back
         tls_client.acl_setuser(USER, enabled=True, passwords=[f"+{PASSWORD}", f"-{WRONG_PASSWORD}"])
-        job = queue(tls_client, 2).enqueue("tasks.builtin.add", 1, 1)
+        job = queue(tls_client, 2).enqueue("tests.fixtures.jobs.add", 1, 1)
         # Then the daemon kept running, serves again (its queue watches, which could not reconnect
         # meanwhile, are set again), and never printed either password
         try:
@@ -264,7 +266,7 @@ def test_a_failed_loop_logs_its_traceback_without_the_password(
         # When Redis starts refusing the daemon's script (a permission taken away: not an outage)
         tls_client.acl_setuser(USER, enabled=True, commands=["-evalsha"])
         try:
-            queue(tls_client, 1).enqueue("tasks.builtin.noop")
+            queue(tls_client, 1).enqueue("tests.fixtures.jobs.noop")
             # Then the loop stops with exit code 70 and a traceback that does not show the password
             assert daemon.process.wait(timeout=20) == 70
         finally:

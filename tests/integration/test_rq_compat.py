@@ -26,9 +26,9 @@ r = Redis.from_url(sys.argv[1])
 ids = []
 for i in range(40):
     q = Queue(f"p{i % 4}", connection=r, serializer=JSONSerializer)
-    ids.append(q.enqueue("tasks.builtin.add", i, 1).id)
+    ids.append(q.enqueue("tests.fixtures.jobs.add", i, 1).id)
 p1 = Queue("p1", connection=r, serializer=JSONSerializer)
-ids.append(p1.enqueue("tasks.builtin.fail", "x", retry=Retry(max=1)).id)
+ids.append(p1.enqueue("tests.fixtures.jobs.fail", "x", retry=Retry(max=1)).id)
 print(json.dumps({"version": __version__, "ids": ids}))
 """
 

@@ -21,7 +21,7 @@ def finished(client: redis.Redis, job_id: str) -> bool:
 
 def test_job_id_meta_description_and_result_ttl_are_kept(client: redis.Redis, redis_url: str) -> None:
     job = queue(client, 1).enqueue(
-        "tasks.builtin.add",
+        "tests.fixtures.jobs.add",
         1,
         1,
         job_id="my-job",
@@ -38,15 +38,15 @@ def test_job_id_meta_description_and_result_ttl_are_kept(client: redis.Redis, re
 
 
 def test_result_ttl_zero_deletes_the_job_when_done(client: redis.Redis, redis_url: str) -> None:
-    job = queue(client, 1).enqueue("tasks.builtin.noop", result_ttl=0)
-    marker = queue(client, 1).enqueue("tasks.builtin.noop")
+    job = queue(client, 1).enqueue("tests.fixtures.jobs.noop", result_ttl=0)
+    marker = queue(client, 1).enqueue("tests.fixtures.jobs.noop")
     with running_daemon(redis_url):
         wait_until(lambda: finished(client, marker.id))
     assert not client.exists(f"rq:job:{job.id}")
 
 
 def test_failure_ttl_bounds_how_long_a_failed_job_stays(client: redis.Redis, redis_url: str) -> None:
-    job = queue(client, 1).enqueue("tasks.builtin.fail", failure_ttl=50)
+    job = queue(client, 1).enqueue("tests.fixtures.jobs.fail", failure_ttl=50)
     with running_daemon(redis_url):
         wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.FAILED)
     assert 40 < client.ttl(f"rq:job:{job.id}") <= 50
@@ -55,9 +55,9 @@ def test_failure_ttl_bounds_how_long_a_failed_job_stays(client: redis.Redis, red
 def test_a_job_whose_ttl_expired_while_queued_is_dropped_as_rq_does(
     client: redis.Redis, redis_url: str
 ) -> None:
-    expired = queue(client, 1).enqueue("tasks.builtin.noop", ttl=1)
+    expired = queue(client, 1).enqueue("tests.fixtures.jobs.noop", ttl=1)
     client.delete(f"rq:job:{expired.id}")  # what Redis does when the ttl runs out
-    marker = queue(client, 1).enqueue("tasks.builtin.noop")
+    marker = queue(client, 1).enqueue("tests.fixtures.jobs.noop")
     with running_daemon(redis_url) as daemon:
         wait_until(lambda: finished(client, marker.id))
         wait_until(lambda: "dropped 1 queued ids whose job hash is gone" in daemon.output())
@@ -66,8 +66,8 @@ def test_a_job_whose_ttl_expired_while_queued_is_dropped_as_rq_does(
 
 def test_at_front_jumps_the_queue(client: redis.Redis, redis_url: str) -> None:
     q = queue(client, 3)
-    ordinary = [q.enqueue("tasks.builtin.stamp") for _ in range(20)]
-    urgent = q.enqueue("tasks.builtin.stamp", at_front=True)
+    ordinary = [q.enqueue("tests.fixtures.jobs.stamp") for _ in range(20)]
+    urgent = q.enqueue("tests.fixtures.jobs.stamp", at_front=True)
     with running_daemon(redis_url, env={"ASCHED_SLOTS": "1"}):
         wait_until(lambda: all(finished(client, j.id) for j in [*ordinary, urgent]))
     assert fetch(client, urgent.id).return_value() < min(fetch(client, j.id).return_value() for j in ordinary)
@@ -75,7 +75,7 @@ def test_at_front_jumps_the_queue(client: redis.Redis, redis_url: str) -> None:
 
 def test_enqueue_in_runs_the_job_once_it_is_due(client: redis.Redis, redis_url: str) -> None:
     due = datetime.now(UTC) + timedelta(seconds=2)
-    job = queue(client, 1).enqueue_at(due, "tasks.builtin.add", 3, 4)
+    job = queue(client, 1).enqueue_at(due, "tests.fixtures.jobs.add", 3, 4)
     assert fetch(client, job.id).get_status() == JobStatus.SCHEDULED
     with running_daemon(redis_url):
         wait_until(lambda: finished(client, job.id), timeout_s=10)
@@ -85,8 +85,8 @@ def test_enqueue_in_runs_the_job_once_it_is_due(client: redis.Redis, redis_url: 
 
 
 def test_a_dependent_job_runs_after_its_parent(client: redis.Redis, redis_url: str) -> None:
-    parent = queue(client, 2).enqueue("tasks.builtin.sleep", 0.2)
-    child = queue(client, 1).enqueue("tasks.builtin.add", 1, 2, depends_on=parent)
+    parent = queue(client, 2).enqueue("tests.fixtures.jobs.sleep", 0.2)
+    child = queue(client, 1).enqueue("tests.fixtures.jobs.add", 1, 2, depends_on=parent)
     assert fetch(client, child.id).get_status() == JobStatus.DEFERRED
     with running_daemon(redis_url):
         wait_until(lambda: finished(client, child.id))
@@ -98,7 +98,7 @@ def test_a_retry_interval_puts_the_job_in_rqs_scheduled_registry_until_due(
 ) -> None:
     from rq import Retry
 
-    job = queue(client, 1).enqueue("tasks.builtin.fail", "again", retry=Retry(max=1, interval=2))
+    job = queue(client, 1).enqueue("tests.fixtures.jobs.fail", "again", retry=Retry(max=1, interval=2))
     with running_daemon(redis_url):
         wait_until(lambda: fetch(client, job.id).get_status() == JobStatus.SCHEDULED)
         first_end = fetch(client, job.id).latest_result()  # no result yet for a retried run

@@ -43,7 +43,7 @@ def test_two_daemons_enqueue_each_periodic_tick_once(client: redis.Redis, redis_
 
 
 def test_killing_one_of_two_daemons_loses_no_job(client: redis.Redis, redis_url: str) -> None:
-    ids = [queue(client, i % 4).enqueue("tasks.builtin.sleep", 0.01).id for i in range(400)]
+    ids = [queue(client, i % 4).enqueue("tests.fixtures.jobs.sleep", 0.01).id for i in range(400)]
     with running_daemon(redis_url, env=FAST_LEASE):
         doomed = DaemonProcess(redis_url, env=FAST_LEASE).wait_ready(count=2)
         wait_until(lambda: finished(client) >= 60, timeout_s=30)

@@ -204,8 +204,8 @@ def run_workload(client: redis.Redis, output: Callable[[], str], directory: Path
 
 def normal_phase(client: redis.Redis) -> dict[str, Job]:
     """20 P1 jobs finish; 3 P2 jobs fail (the third failure opens `fail`'s breaker, with no job left)."""
-    jobs = {f"add{i}": queue(client, 1).enqueue("tasks.builtin.add", i, 1) for i in range(20)}
-    jobs |= {f"fail{i}": queue(client, 2).enqueue("tasks.builtin.fail", "boom") for i in range(3)}
+    jobs = {f"add{i}": queue(client, 1).enqueue("tests.fixtures.jobs.add", i, 1) for i in range(20)}
+    jobs |= {f"fail{i}": queue(client, 2).enqueue("tests.fixtures.jobs.fail", "boom") for i in range(3)}
     wait_until(lambda: all(outcome(client, j) in ("finished", "failed") for j in jobs.values()), 20)
     return jobs
 
@@ -214,11 +214,13 @@ def breaker_phase(client: redis.Redis, down: Path) -> dict[str, Job]:
     """A flaky task fails 3 times (a P3 job retried once, a P2 job): its breaker opens; the next job
     is deferred, runs as the trial once the dependency is back, and closes the breaker."""
     down.touch()
-    jobs = {"retried": queue(client, 3).enqueue("tasks.builtin.fail_while", str(down), retry=Retry(max=1))}
+    jobs = {
+        "retried": queue(client, 3).enqueue("tests.fixtures.jobs.fail_while", str(down), retry=Retry(max=1))
+    }
     wait_until(lambda: outcome(client, jobs["retried"]) == "failed")
-    jobs["tripped"] = queue(client, 2).enqueue("tasks.builtin.fail_while", str(down))
+    jobs["tripped"] = queue(client, 2).enqueue("tests.fixtures.jobs.fail_while", str(down))
     wait_until(lambda: outcome(client, jobs["tripped"]) == "failed")
-    jobs["trial"] = queue(client, 2).enqueue("tasks.builtin.fail_while", str(down))
+    jobs["trial"] = queue(client, 2).enqueue("tests.fixtures.jobs.fail_while", str(down))
     wait_until(lambda: outcome(client, jobs["trial"]) == "scheduled")
     down.unlink()
     wait_until(lambda: outcome(client, jobs["trial"]) == "finished")
@@ -228,17 +230,17 @@ def breaker_phase(client: redis.Redis, down: Path) -> dict[str, Job]:
 def storm_phase(client: redis.Redis, output: Callable[[], str]) -> dict[str, Job]:
     """A checkpointing P1 job and a short P0 job in the two slots; waiting locally a P3 heartbeat, a
     P2 job past its deadline, a P2 job, and a P0 job that takes the whole budget (EMERGENCY)."""
-    jobs = {"long_sum": queue(client, 1).enqueue("tasks.builtin.long_sum", 1_500_000, 100_000, 0.1)}
+    jobs = {"long_sum": queue(client, 1).enqueue("tests.fixtures.jobs.long_sum", 1_500_000, 100_000, 0.1)}
     wait_until(lambda: outcome(client, jobs["long_sum"]) == "started")
-    jobs["sleep"] = queue(client, 0).enqueue("tasks.builtin.sleep", 1.5)
+    jobs["sleep"] = queue(client, 0).enqueue("tests.fixtures.jobs.sleep", 1.5)
     wait_until(lambda: outcome(client, jobs["sleep"]) == "started")
-    jobs["beat"] = queue(client, 3).enqueue("tasks.builtin.heartbeat")
-    jobs["late"] = queue(client, 2).enqueue("tasks.builtin.add", 1, 2, meta={"deadline": time.time()})
-    jobs["p2"] = queue(client, 2).enqueue("tasks.builtin.add", 2, 3)
-    jobs["hog"] = queue(client, 0).enqueue("tasks.builtin.allocate", 250, 1.5)
+    jobs["beat"] = queue(client, 3).enqueue("tests.fixtures.jobs.heartbeat")
+    jobs["late"] = queue(client, 2).enqueue("tests.fixtures.jobs.add", 1, 2, meta={"deadline": time.time()})
+    jobs["p2"] = queue(client, 2).enqueue("tests.fixtures.jobs.add", 2, 3)
+    jobs["hog"] = queue(client, 0).enqueue("tests.fixtures.jobs.allocate", 250, 1.5)
     wait_until(lambda: "-> EMERGENCY" in output(), 15)
     # A P1 heartbeat waits in Redis until the level falls to HIGH, where it is claimed and skipped
-    jobs["beat1"] = queue(client, 1).enqueue("tasks.builtin.heartbeat")
+    jobs["beat1"] = queue(client, 1).enqueue("tests.fixtures.jobs.heartbeat")
     ended = ("finished", "failed", "skipped", "shed")
     wait_until(lambda: all(outcome(client, j) in ended for j in jobs.values()), 30)
     return jobs
