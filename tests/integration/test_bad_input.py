@@ -59,7 +59,7 @@ PAYLOAD = (
     r"job has no payload|payload is not valid JSON|payload is not RQ's|payload names no function"
     r"|payload is pickle but the daemon accepts JSON|payload is \d+ bytes, above the limit"
     r"|payload expands past the limit|instance methods are not supported|args must be a list"
-    r"|is not allowed \(allowed: functions of |nests deeper than"
+    r"|is not allowed \(allowed: functions of |defines no function|nests deeper than"
 )
 OPTION = r"malformed RQ option|RQ option '\w+' is not supported|checkpoint|exceeded its timeout"
 RAISED = r"TypeError|RuntimeError|ValueError|OverflowError"  # an allowlisted task called with odd args
@@ -412,7 +412,7 @@ def unknown_function(draw: st.DrawFn) -> Case:
     if name in ALLOWED:
         name += "_"
     data = rq_payload(name, args=draw(st.lists(json_values, max_size=2)), compress=draw(compress))
-    reason = r"is not allowed \(allowed: |payload names no function"
+    reason = r"is not allowed \(allowed: |defines no function|payload names no function"
     return Case("unknown function", draw(queues), rq_hash(data), reason=reason)
 
 

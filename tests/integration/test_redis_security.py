@@ -215,7 +215,7 @@ def test_a_job_runs_over_tls_and_status_works_without_showing_the_password(
 def test_a_wrong_password_stops_with_one_line_that_does_not_show_it(
     tls_redis: TlsRedis, command: tuple[str, ...]
 ) -> None:
-    result = cli(*command, env={"ASCHED_REDIS_URL": tls_redis.url(password=WRONG_PASSWORD)})
+    result = cli(*command, env={"ASCHED_REDIS_URL": tls_redis.url(password=WRONG_PASSWORD), **FIXTURES})
     assert result.returncode == 1, (result.stdout, result.stderr)
     lines = error_lines(result.stderr)
     assert len(lines) == 1, result.stderr
