@@ -46,7 +46,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from scheduler.monitor import parse_stat
+from scheduler.governor.monitor import parse_stat
 from scheduler.redis_server import RedisServer
 from tests.helpers import FIXTURES
 

@@ -27,13 +27,7 @@ from scheduler.breaker import BreakerRules, Breakers
 from scheduler.errors import PayloadError, StartupError
 from scheduler.events import Poller
 from scheduler.governor import Governor, release_daemon_memory
-from scheduler.intake import Intake
-from scheduler.metrics import Metrics
-from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
-from scheduler.notify import Notifier
-from scheduler.payload import decode_call, decode_options, past_deadline
-from scheduler.periodic import Periodic, marked_heartbeat
-from scheduler.policy import (
+from scheduler.governor.policy import (
     Fate,
     Preempt,
     RunningJob,
@@ -43,7 +37,13 @@ from scheduler.policy import (
     fate,
     make_room_for,
 )
-from scheduler.pressure import Level
+from scheduler.governor.pressure import Level
+from scheduler.intake import Intake
+from scheduler.metrics import Metrics
+from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
+from scheduler.notify import Notifier
+from scheduler.payload import decode_call, decode_options, past_deadline
+from scheduler.periodic import Periodic, marked_heartbeat
 from scheduler.queue import LocalQueue
 from scheduler.rqtime import unix_seconds
 from scheduler.slotpool import SlotPool, log_failure

@@ -25,10 +25,10 @@ from loguru import logger
 
 import tasks
 from scheduler.errors import StartupError
+from scheduler.governor.pressure import Level
 from scheduler.keys import OURS
 from scheduler.metrics import Metrics
 from scheduler.model import Priority
-from scheduler.pressure import Level
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger

@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 
 from scheduler.channel import Channel
-from scheduler.heap import HeapCell, start_sampler
+from scheduler.governor.heap import HeapCell, start_sampler
 from tasks import sdk
 
 # Messages, daemon -> slot: (job_id, func_path, args, kwargs, resume_state), or None to exit.

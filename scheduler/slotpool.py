@@ -14,8 +14,8 @@ from loguru import logger
 
 from scheduler import checkpoint, outcomes
 from scheduler.events import Poller
+from scheduler.governor.monitor import Monitor
 from scheduler.model import Settlement
-from scheduler.monitor import Monitor
 from scheduler.slots import Running, Slot
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from typing import Any
 
 from scheduler import slot_main
 from scheduler.channel import Channel
-from scheduler.heap import HeapCell
+from scheduler.governor.heap import HeapCell
 from scheduler.model import Call, ClaimedJob, JobOptions
 from tasks.registry import TaskInfo
 
@@ -59,7 +59,7 @@ class Slot:
         self.start_ms: float | None = None  # from the fork to the slot's "ready" message
         self.exitcode: int | None = None
         self.conn, child_conn = Channel.pair()
-        self.heap = HeapCell()  # the slot writes its malloc reading here (scheduler.heap)
+        self.heap = HeapCell()  # the slot writes its malloc reading here (scheduler.governor.heap)
         self.pid = _fork_slot(child_conn, serializer, one_job, self.heap, heap_interval_s, nice)
         child_conn.close()
         self.pidfd = os.pidfd_open(self.pid)

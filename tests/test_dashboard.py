@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler.governor.pressure import Level
 from scheduler.metrics import CATALOGUE
-from scheduler.pressure import Level
 from settings.model import Settings
 from tests.graphite_targets import (
     expand_braces,

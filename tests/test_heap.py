@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from scheduler.heap import HeapCell, malloc_in_use, start_sampler
+from scheduler.governor.heap import HeapCell, malloc_in_use, start_sampler
 
 MIB = 2**20
 

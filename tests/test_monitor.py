@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.monitor import Monitor, Psi, _psi_file, find_cgroup, parse_limit, parse_psi, parse_stat
+from scheduler.governor.monitor import (
+    Monitor,
+    Psi,
+    _psi_file,
+    find_cgroup,
+    parse_limit,
+    parse_psi,
+    parse_stat,
+)
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scheduler.governor.policy import Fate, Preempt, RunningJob, Stop, act_on_running, admitted_queues, fate
+from scheduler.governor.pressure import Level
 from scheduler.model import Priority
-from scheduler.policy import Fate, Preempt, RunningJob, Stop, act_on_running, admitted_queues, fate
-from scheduler.pressure import Level
 
 N, E, H, X = Level.NORMAL, Level.ELEVATED, Level.HIGH, Level.EMERGENCY
 P0, P1, P2, P3 = Priority
@@ -83,7 +83,7 @@ def test_p0_is_never_shed_skipped_put_back_or_preempted_for_pressure(
 
 
 def test_a_waiting_p0_job_takes_the_slot_of_the_least_urgent_resumable_job() -> None:
-    from scheduler.policy import make_room_for
+    from scheduler.governor.policy import make_room_for
 
     jobs = [running(0, P2), running(1, P3), running(2, P3, preemptible=False)]
     assert make_room_for(P0, jobs, yielding=False) == Preempt(1, "a P0 job is waiting for a slot")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler.pressure import Level, State, Thresholds, classify, level_for
+from scheduler.governor.pressure import Level, State, Thresholds, classify, level_for
 
 T = Thresholds()
 

@@ -16,7 +16,7 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler.monitor import Monitor
+from scheduler.governor.monitor import Monitor
 from tests.helpers import ROOT, children, queue, running_daemon, wait_until
 
 SMALL_BUDGET = {

@@ -31,8 +31,8 @@ import redis
 from rq import Retry
 from rq.job import Job
 
+from scheduler.governor.monitor import Monitor
 from scheduler.metrics import CATALOGUE, expand_prefix
-from scheduler.monitor import Monitor
 from scheduler.redis_server import RedisServer
 from tests.graphite_targets import (
     alias_by_node,

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from scheduler.monitor import MemorySample, Monitor
-from scheduler.pressure import Level, State, Thresholds, classify
+from scheduler.governor.monitor import MemorySample, Monitor
+from scheduler.governor.pressure import Level, State, Thresholds, classify
 
 if TYPE_CHECKING:
     from settings import Settings

@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from scheduler.governor.pressure import Level
 from scheduler.model import Priority
-from scheduler.pressure import Level
 
 
 class Fate(Enum):
