@@ -51,10 +51,11 @@ NUMBER = re.compile(r"\b\d+(\.\d+)?\b")  # failure reasons group once their numb
 
 # Redis keys expected to have no TTL: RQ's queues and registries (RQ trims registries itself), the
 # list of queues, our shed registry (shed jobs are kept for replay), our set of daemon ids (pruned
-# when a dead daemon's jobs are recovered) and our skipped registry (trimmed to the result TTL).
+# when a dead daemon's jobs are recovered), our skipped registry (trimmed to the result TTL) and the
+# memory profiles (one entry per task, at most profile_max_tasks).
 EXPECTED_WITHOUT_TTL = re.compile(
     r"^rq:queues$|^rq:(queue|wip|finished|failed|scheduled|canceled|deferred):[^:]+$"
-    r"|^asched:(shed|daemons|skipped)$"
+    r"|^asched:(shed|daemons|skipped|profiles)$"
 )
 WAITING = {"queued", "scheduled", "deferred"}
 UNENDED = WAITING | {"started"}  # an RQ job hash has no TTL until the job ends

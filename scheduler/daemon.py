@@ -21,33 +21,39 @@ from typing import TYPE_CHECKING
 import redis
 from loguru import logger
 
-import tasks  # registers the built-in tasks: the allowlist
+import tasks
 from scheduler import checkpoint, outcomes
 from scheduler.breaker import BreakerRules, Breakers
 from scheduler.errors import PayloadError, StartupError
 from scheduler.events import Poller
 from scheduler.governor import Governor, release_daemon_memory
+from scheduler.governor.admission import Decision
+from scheduler.governor.planner import Planner
 from scheduler.governor.policy import (
     Fate,
     Preempt,
-    RunningJob,
+    Reading,
     Stop,
-    act_on_running,
     admitted_queues,
     fate,
     make_room_for,
+    over_cap,
+    pressure_stop,
 )
 from scheduler.governor.pressure import Level
+from scheduler.governor.profile_store import ProfileStore
+from scheduler.governor.profiles import Rule
+from scheduler.governor.victim import Runner
 from scheduler.intake import Intake
 from scheduler.metrics import Metrics
 from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
 from scheduler.notify import Notifier
 from scheduler.payload import decode_call, decode_options, past_deadline
 from scheduler.periodic import Periodic, marked_heartbeat
-from scheduler.queue import LocalQueue
+from scheduler.queue import Entry, LocalQueue
 from scheduler.rqtime import unix_seconds
 from scheduler.slotpool import SlotPool, log_failure
-from scheduler.slots import Running, Slot
+from scheduler.slots import End, Running, Slot
 from scheduler.status import DaemonStatus, gauges, publish, status_line
 from scheduler.waker import Waker
 
@@ -59,6 +65,7 @@ FLUSH_S = 0.002  # a settled job reaches Redis at most this late (or when a batc
 REFILL_AT = 4  # claim when the local queue has room for this many jobs (bigger batches: each call
 # has a fixed cost in the daemon and in Redis; the reply comes back before the slots run dry)
 HOUSEKEEPING_S = 1.0
+FRESH_READ_BYTES = 16 * 2**20  # a slot that held this much at the last reading is read again at a start
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,9 @@ class Daemon:
             settings.default_job_timeout_s, settings.default_result_ttl_s, settings.default_failure_ttl_s
         )
         self.governor = Governor(settings)
+        rule = Rule(margin=settings.profile_margin_percent / 100, half_life_s=settings.profile_half_life_s)
+        self.profiles = ProfileStore(self.client, rule, settings.profile_max_tasks)
+        self.planner = Planner(settings, self.profiles, self.governor.monitor.budget)
         self.metrics = Metrics(settings.statsd_url, settings.statsd_prefix)
         self.notifier = notifier or Notifier({})
         rules = BreakerRules(
@@ -129,6 +139,7 @@ class Daemon:
         self.client.ping()
         self.intake.announce()
         self._log_recovered(self.intake.recover())
+        self.profiles.refresh(time.time(), force=True)
         for module in self.settings.allowed_modules:
             try:
                 importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
@@ -245,7 +256,7 @@ class Daemon:
     # --- memory governor -------------------------------------------------------------------------
 
     def _govern(self, now_mono: float) -> None:
-        """Read memory; preempt or stop running jobs as the level and the slot cap require."""
+        """Read memory; stop running jobs, one at a time, as the reading and the slot cap require."""
         self.governor.read(now_mono)
         if self.governor.level >= Level.ELEVATED:
             self._sweep_local(time.time())
@@ -254,35 +265,35 @@ class Daemon:
         sample = self.governor.sample
         assert sample is not None
         self.pool.recycle_leaky(sample.slot_growth, int(self.settings.slot_idle_growth_limit))
-        jobs = self._running_views()
-        for action in act_on_running(self.governor.level, jobs, int(self.settings.slot_memory_cap)):
-            slot = self.pool.slots[action.slot]
-            match action:
-                case Preempt(reason=reason):
-                    slot.ask_to_yield(self.settings.preempt_grace_s, reason, now_mono)
-                    self.log.bind(job_id=slot.running.job.id if slot.running else None).warning(
-                        "preempting slot {}: {} (pressure {:.1f} %)", slot.index, reason, sample.percent
-                    )
-                case Stop(reason=reason):
-                    self.pool.stop_for_memory(slot, reason)
-
-    def _running_views(self) -> list[RunningJob]:
-        """The running jobs not already asked to yield, as the policy sees them."""
-        sample = self.governor.sample
-        views = []
         for slot in self.pool.slots:
-            running = slot.running
-            if running is None or running.preempt_deadline is not None:
-                continue
-            task = running.task
-            growth = sample.slot_growth.get(slot.index, 0) if sample else 0
-            flags = (
-                bool(task and task.heartbeat),
-                bool(task and task.preemptible),
-                bool(task and task.restartable),
-            )
-            views.append(RunningJob(slot.index, running.job.priority, *flags, growth))
-        return views
+            if slot.running is not None:
+                self.planner.note(slot.running, sample.growth(slot.index, slot.pid))
+        runners = self._runners()
+        actions = over_cap(runners, int(self.settings.slot_memory_cap))
+        reading = Reading(max(sample.used, sample.heap), sample.budget)
+        stopping = self.pool.stopping() or bool(actions)
+        stop = pressure_stop(reading, self.governor.thresholds, runners, stopping)
+        for action in [*actions, *([stop] if stop else [])]:
+            self._apply_stop(action, now_mono, reading.percent)
+
+    def _apply_stop(self, action: Preempt | Stop, now_mono: float, percent: float) -> None:
+        slot = self.pool.slots[action.slot]
+        match action:
+            case Preempt(reason=reason):
+                slot.ask_to_yield(self.settings.preempt_grace_s, reason, now_mono, for_memory=True)
+                self.log.bind(job_id=slot.running.job.id if slot.running else None).warning(
+                    "preempting slot {}: {} (pressure {:.1f} %)", slot.index, reason, percent
+                )
+            case Stop(reason=reason):
+                self.pool.stop_for_memory(slot, reason)
+
+    def _runners(self) -> list[Runner]:
+        """The running jobs not already asked to yield, as victim choice sees them."""
+        return [
+            self.planner.runner(slot.index, slot.running)
+            for slot in self.pool.slots
+            if slot.running is not None and slot.running.preempt_deadline is None
+        ]
 
     def _make_room_for_p0(self, now_mono: float) -> None:
         """Every slot busy and a P0 job at the head of the local queue: open the P0 lane, or, when it is
@@ -295,7 +306,7 @@ class Daemon:
             self.pool.open_lane(now_mono, "a P0 job found every slot busy")
             return
         yielding = any(r.preempt_deadline is not None for r in self.pool.running())
-        action = make_room_for(Priority.P0, self._running_views(), yielding)
+        action = make_room_for(Priority.P0, self._runners(), yielding)
         if action is not None:
             slot = self.pool.slots[action.slot]
             slot.ask_to_yield(self.settings.preempt_grace_s, action.reason, now_mono)
@@ -398,29 +409,49 @@ class Daemon:
         return hungry or self.local.room >= REFILL_AT
 
     def _feed_slots(self, now: float, now_mono: float) -> None:
-        """Hand the most urgent local jobs to idle slots, as memory pressure allows (none once stopping)."""
+        """Hand the most urgent local jobs that fit in memory to idle slots (none once stopping).
+
+        A job that does not fit yet keeps its place in the local queue while jobs behind it that fit go
+        ahead (`admission`); one that waited too long stops the others from overtaking it.
+        """
         if self.stop_requested:
             return
-        for slot in self.pool.slots:
-            while not slot.busy and slot.ready and len(self.local):
-                if self.pool.is_lane(slot):
-                    if self.local.head_priority() != Priority.P0:
-                        break
-                    self.pool.lane_used(now_mono)
-                if not self._start(slot, now, now_mono):
-                    return
+        waiting: list[Entry] = []
+        try:
+            for slot in self.pool.slots:
+                if not self._feed(slot, now, now_mono, waiting):
+                    break
+        finally:
+            for entry in waiting:
+                self.local.restore(entry)
         if self.settings.p0_lane and self.pool.lane is None and self.pool.saturated():
             # open it now, while nothing waits for it: a P0 job arriving next should not wait for a fork
             self.pool.open_lane(now_mono, "every slot is busy")
 
-    def _start(self, slot: Slot, now: float, now_mono: float) -> bool:
-        """Deal with the head of the local queue; False when it must wait (pressure), True otherwise."""
-        job = self.local.pop()
+    def _feed(self, slot: Slot, now: float, now_mono: float, waiting: list[Entry]) -> bool:
+        """Give `slot` a job if it is idle; False when no more jobs may start in this round."""
+        while not slot.busy and slot.ready and len(self.local):
+            if self.pool.is_lane(slot):
+                if self.local.head_priority() != Priority.P0:
+                    return True
+                self.pool.lane_used(now_mono)
+            entry = self.local.pop_entry()
+            verdict = self._start(slot, entry, now, now_mono)
+            if verdict is not Decision.START:
+                waiting.append(entry)
+            if verdict is Decision.HOLD:
+                return False
+        return True
+
+    def _start(self, slot: Slot, entry: Entry, now: float, now_mono: float) -> Decision:
+        """Deal with a job from the local queue: run, park, reject or defer it (START), or keep it
+        waiting (WAIT: others may go ahead; HOLD: nothing starts before it)."""
+        job = entry[2]
         try:
             options = decode_options(job.fields, self.defaults)
         except PayloadError as exc:
             self._reject(job, self.defaults, str(exc), now)
-            return True
+            return Decision.START
         try:
             call = decode_call(
                 job.fields.get("data"), self.settings.serializer, self.settings.allowed_modules
@@ -428,30 +459,49 @@ class Daemon:
             resume_state = checkpoint.decode(job.fields.get("asched_checkpoint"))
         except PayloadError as exc:
             self._reject(job, options, str(exc), now)
-            return True
+            return Decision.START
         task = tasks.lookup(call.func_path)
         if task is not None and task.timeout_s is not None and not job.fields.get("timeout"):
             options = replace(options, timeout_s=task.timeout_s)  # the job set none: the task's own
         verdict = self._verdict(job, task, now)
-        if verdict is Fate.RUN and (retry_at := self._breaker_says_wait(job, call, now)) is not None:
+        if verdict is Fate.WAIT:
+            return Decision.HOLD  # P2/P3 at HIGH: nothing of lower priority starts either
+        if verdict is not Fate.RUN:
+            self._park(job, verdict, now)
+        elif (retry_at := self._breaker_says_wait(job, call, now)) is not None:
             reason = f"deferred: the circuit breaker of {call.func_path} is open; retry at {retry_at:.3f}"
             self._pending.append(outcomes.deferred(job, reason, retry_at))
-        elif verdict is Fate.RUN:
-            slot.give(Running(job, call, options, now_mono, now_mono + options.timeout_s, task), resume_state)
-            if self.metrics.enabled:
-                self.metrics.job("started", job.priority)
-                enqueued = unix_seconds(job.fields.get("enqueued_at"))
-                if enqueued is not None:
-                    self.metrics.waited(job.priority, now - enqueued)
-            if resume_state is not None:
-                self.counts["resumed"] += 1
-                self.metrics.job("resumed", job.priority)
-        elif verdict is Fate.WAIT:
-            self.local.push(job)
-            return False
         else:
-            self._park(job, verdict, now)
-        return True
+            sample = self.governor.sample
+            admitted = self.planner.admit(job, call.func_path, self.pool.running(), sample, now, now_mono)
+            if admitted is not Decision.START:
+                return admitted
+            running = Running(job, call, options, now_mono, now_mono + options.timeout_s, task)
+            running.kind = self.planner.kind(call.func_path, task)
+            self.planner.starting(running, self._slot_growth(slot), now)
+            self._run(slot, running, resume_state, now)
+        return Decision.START
+
+    def _slot_growth(self, slot: Slot) -> tuple[int, int]:
+        """What the slot holds before its next job: the last reading, or a fresh one if that reading saw
+        it hold much (the job before may have ended since, its peak still in that reading)."""
+        sample = self.governor.sample
+        growth = sample.growth(slot.index, slot.pid) if sample else (0, 0)
+        if max(growth) < FRESH_READ_BYTES:
+            return growth
+        return self.governor.monitor.slot_growth_now(slot.index, slot.pid)
+
+    def _run(self, slot: Slot, running: Running, resume_state: object, now: float) -> None:
+        job = running.job
+        slot.give(running, resume_state)
+        if self.metrics.enabled:
+            self.metrics.job("started", job.priority)
+            enqueued = unix_seconds(job.fields.get("enqueued_at"))
+            if enqueued is not None:
+                self.metrics.waited(job.priority, now - enqueued)
+        if resume_state is not None:
+            self.counts["resumed"] += 1
+            self.metrics.job("resumed", job.priority)
 
     def _breaker_says_wait(self, job: ClaimedJob, call: Call, now: float) -> float | None:
         """When the job's task may run again if its circuit breaker is open, else None."""
@@ -460,11 +510,15 @@ class Daemon:
         running_ids = [slot.running.job.id for slot in self.pool.slots if slot.running is not None]
         return self.breakers.admit(call.func_path, job.id, now, running_ids)
 
-    def _job_ended(self, running: Running, ok: bool, seconds: float) -> None:
-        """A job finished or failed in a slot: its task's breaker and run-time metric learn of it."""
-        if not ok or self.breakers.watching(running.call.func_path):
-            self.breakers.ended(running.call.func_path, ok, time.time())
-        if self.metrics.enabled:
+    def _job_ended(self, running: Running, end: End, seconds: float) -> None:
+        """A job left its slot: its task's breaker (its own failures only), memory profile and run-time
+        metric learn of it."""
+        now = time.time()
+        if end is End.FAILED or (end is End.FINISHED and self.breakers.watching(running.call.func_path)):
+            self.breakers.ended(running.call.func_path, end is End.FINISHED, now)
+        if end is not End.INTERRUPTED:
+            self.planner.learned(running, end is End.STOPPED_FOR_MEMORY, now)
+        if self.metrics.enabled and end in (End.FINISHED, End.FAILED):
             self.metrics.ran(running.task.name if running.task else running.call.func_path, seconds)
 
     def _sweep_local(self, now: float) -> None:
@@ -530,9 +584,8 @@ class Daemon:
         # the lease is renewed here: at least twice per lease, or a 1 s lease lapses between renewals
         self._next_housekeeping = now + min(HOUSEKEEPING_S, self.settings.lease_ttl_s / 2)
         self.pool.close_idle_lane(time.monotonic(), self.settings.p0_lane_idle_s)
-        chores = self.intake.housekeeping(
-            now, lambda pipe: publish(pipe, self._status(), self.settings.lease_ttl_s)
-        )
+        chores = self.intake.housekeeping(now, self._housekeeping_writes)
+        self.profiles.refresh(now)
         if self.metrics.enabled:
             self.metrics.flush(gauges(self, chores.depths))
         self.notifier.status(status_line(self, chores.depths))
@@ -541,6 +594,10 @@ class Daemon:
             self.log.debug("moved {} scheduled jobs into their queues", chores.promoted)
         for index in self._empty - self._arrived:
             self._arm(index)  # a watch that could not be set (Redis refused or was away) is set again
+
+    def _housekeeping_writes(self, pipe: redis.client.Pipeline) -> None:
+        publish(pipe, self._status(), self.settings.lease_ttl_s)
+        self.profiles.write(pipe)
 
     def _reconcile(self) -> None:
         held = [job.execution_id for job in self.local]

@@ -247,7 +247,7 @@ def _settle_args(item: Settlement, skipped_ttl_s: int = 0) -> list[str | int | f
     exc_info: str | bytes = b""
     if outcome is Outcome.FINISHED and item.result is not None:
         payload = base64.b64encode(item.result)
-    elif outcome in (Outcome.SKIPPED, Outcome.SHED, Outcome.DEFERRED):
+    elif outcome in (Outcome.SKIPPED, Outcome.SHED, Outcome.DEFERRED, Outcome.STOPPED):
         exc_info = item.reason  # plain text: it is our own field, not RQ's
     elif item.reason:
         exc_info = zlib.compress(item.reason.encode("utf-8", "replace"))

@@ -53,3 +53,4 @@ def daemon_status(daemon_id: str) -> str:
 SHED = f"{OURS}shed"  # sorted set: ids of jobs shed under memory pressure, by time; `shed replay`
 SKIPPED = f"{OURS}skipped"  # sorted set: ids of heartbeat jobs skipped under memory pressure
 DAEMONS = f"{OURS}daemons"  # set of daemon ids that have claimed work (recovery scans it)
+PROFILES = f"{OURS}profiles"  # hash: task (function path) -> its memory profile (versioned JSON)

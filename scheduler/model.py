@@ -41,6 +41,7 @@ class Outcome(Enum):
     RETRY = "retry"  # failed, but RQ retries are left: queued or scheduled again
     PUT_BACK = "put_back"  # not run (or stopped at a clean stop): back at the front of its queue
     PREEMPTED = "preempted"  # stopped under memory pressure: front of its queue, with its checkpoint
+    STOPPED = "stopped"  # stopped for memory without a checkpoint: front of its queue to run again, counted
     SKIPPED = "skipped"  # a heartbeat not run under memory pressure (RQ sees it canceled)
     SHED = "shed"  # parked in the shed registry under memory pressure, to be replayed
     DEFERRED = "deferred"  # its task's circuit breaker is open: RQ's scheduled registry until it may run

@@ -35,6 +35,12 @@ def preempted(job: ClaimedJob, checkpoint: str, started: float, ended: float) ->
     return Settlement(job, Outcome.PREEMPTED, started, ended, extra=checkpoint)
 
 
+def stopped(job: ClaimedJob, checkpoint: str, reason: str, started: float, ended: float) -> Settlement:
+    """Stopped for memory (pressure or slot cap): back to the front of its queue to run again (from
+    `checkpoint` if it saved one), its count of such stops raised by one."""
+    return Settlement(job, Outcome.STOPPED, started, ended, reason=reason, extra=checkpoint)
+
+
 def parked(job: ClaimedJob, outcome: Outcome, reason: str, level: str, now: float) -> Settlement:
     """Not run under memory pressure: SKIPPED (a heartbeat) or SHED (kept for replay)."""
     return Settlement(job, outcome, now, now, reason=reason, extra=level)
@@ -51,6 +57,7 @@ COUNT_NAMES = {
     Outcome.RETRY: "retried",
     Outcome.PUT_BACK: "put_back",
     Outcome.PREEMPTED: "preempted",
+    Outcome.STOPPED: "stopped",
     Outcome.SKIPPED: "skipped",
     Outcome.SHED: "shed",
     Outcome.DEFERRED: "deferred",

@@ -38,6 +38,7 @@ FIELDS = (
     "asched_checkpoint",
     "meta",
     "enqueued_at",
+    "asched_memory_stops",
 )
 UNSUPPORTED = {
     "success_callback_name": "on_success",

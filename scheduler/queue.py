@@ -12,13 +12,15 @@ from collections.abc import Iterator
 
 from scheduler.model import ClaimedJob, Priority
 
+Entry = tuple[int, int, ClaimedJob]  # (priority, arrival order, job)
+
 
 class LocalQueue:
     """A heap of claimed jobs ordered by (priority, arrival)."""
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
-        self._heap: list[tuple[int, int, ClaimedJob]] = []
+        self._heap: list[Entry] = []
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -42,6 +44,14 @@ class LocalQueue:
     def pop(self) -> ClaimedJob:
         """The most urgent, oldest job. IndexError when empty."""
         return heapq.heappop(self._heap)[2]
+
+    def pop_entry(self) -> Entry:
+        """Like `pop`, with the job's place in the order, for `restore`. IndexError when empty."""
+        return heapq.heappop(self._heap)
+
+    def restore(self, entry: Entry) -> None:
+        """Put a popped entry back where it was (a job that must wait keeps its turn)."""
+        heapq.heappush(self._heap, entry)
 
     def tail_priority(self) -> int:
         """Priority of the least urgent job held. ValueError when empty."""

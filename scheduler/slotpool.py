@@ -15,8 +15,9 @@ from loguru import logger
 from scheduler import checkpoint, outcomes
 from scheduler.events import Poller
 from scheduler.governor.monitor import Monitor
-from scheduler.model import Settlement
-from scheduler.slots import Running, Slot
+from scheduler.governor.victim import Kind
+from scheduler.model import Outcome, Settlement
+from scheduler.slots import End, Running, Slot
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -31,7 +32,7 @@ class SlotPool:
         poller: Poller,
         monitor: Monitor,
         settle: Callable[[Settlement], None],
-        ended: Callable[[Running, bool, float], None],
+        ended: Callable[[Running, End, float], None],
     ) -> None:
         self.settings = settings
         self.slots: list[Slot] = []
@@ -39,7 +40,7 @@ class SlotPool:
         self._poller = poller
         self._monitor = monitor
         self._settle = settle
-        self._ended = ended  # told of every job that finished or failed in a slot, with its run time
+        self._ended = ended  # told of every job that left a slot (but at a daemon stop), with its run time
         self._lane_used_mono = 0.0
         self._retiring: list[Slot] = []  # killed slots not yet reaped
         self.log = logger
@@ -95,6 +96,10 @@ class SlotPool:
             self._monitor.untrack(lane.index)
             self.log.info("P0 lane closed: unused for {:g} s", idle_s)
 
+    def stopping(self) -> bool:
+        """A stop is under way: a job asked to yield, or a killed slot whose memory is not back yet."""
+        return bool(self._retiring) or any(r.preempt_deadline is not None for r in self.running())
+
     def busy(self) -> bool:
         return any(slot.busy for slot in self.slots)
 
@@ -121,7 +126,11 @@ class SlotPool:
         for slot in self.slots:
             running = slot.running
             if running is not None and running.preempt_deadline and now_mono > running.preempt_deadline:
-                self.stop_for_memory(slot, running.preempt_reason + "; no checkpoint within the grace period")
+                late = running.preempt_reason + "; no checkpoint within the grace period"
+                if running.for_memory:
+                    self.stop_for_memory(slot, late)
+                else:
+                    self._interrupt(slot)
             elif running is not None and now_mono > running.deadline_mono:
                 slot.running = None
                 self._swap(slot)
@@ -143,20 +152,49 @@ class SlotPool:
                 self._swap(slot)
 
     def stop_for_memory(self, slot: Slot, reason: str) -> None:
-        """Kill a slot's job for memory: it resumes (checkpoint, or anew if restartable), or it fails."""
+        """Kill a slot's job for memory (pressure or the slot cap), and decide where the job goes.
+
+        It resumes from its checkpoint if it saved one; a job that must not run twice fails; any other
+        goes back to the front of its queue to run again, until it has been stopped
+        `memory_stop_limit` times: then it is parked in the shed registry with its peak (replayable),
+        never failed and never looping. None of this counts against the task's circuit breaker.
+        """
         running, slot.running = slot.running, None
         assert running is not None
         self._swap(slot)
         now = time.time()
         started = now - (time.monotonic() - running.started_mono)
-        task = running.task
-        if running.checkpoint or (task is not None and task.restartable):
+        stops = _memory_stops(running) + 1
+        if running.checkpoint:
             self._settle(outcomes.preempted(running.job, running.checkpoint, started, now))
-            resumes = "from its checkpoint" if running.checkpoint else "from the start"
-            self._log_preempted(running, f"killed, resumes {resumes}")
+            self._log_preempted(running, "killed, resumes from its checkpoint")
+        elif running.kind is Kind.AT_MOST_ONCE:
+            why = f"stopped: {reason}; not run again: its task is marked at-most-once"
+            self._settle_failure(running, why, started, now)
+        elif stops >= self.settings.memory_stop_limit:
+            why = (
+                f"parked: stopped for memory {stops} times (limit memory_stop_limit="
+                f"{self.settings.memory_stop_limit}); peak {running.peak / 2**20:.0f} MiB; last: {reason}"
+            )
+            self._settle(outcomes.parked(running.job, Outcome.SHED, why, "memory", now))
+            self.log.bind(job_id=running.job.id).warning("job {} {}", running.job.id, why)
         else:
-            reason = f"stopped: {reason}; it saved no checkpoint and is not restartable"
-            self._fail(running, reason, started, now)
+            why = f"stopped for memory ({stops} of {self.settings.memory_stop_limit}): {reason}"
+            self._settle(outcomes.stopped(running.job, "", why, started, now))
+            self.log.bind(job_id=running.job.id).warning("job {} {}; runs again", running.job.id, why)
+        self._ended(running, End.STOPPED_FOR_MEMORY, now - started)
+
+    def _interrupt(self, slot: Slot) -> None:
+        """Kill a job that was asked to yield its slot (not for memory) and did not in time: it goes back
+        to the front of its queue, from its checkpoint if it saved one, without counting as a stop."""
+        running, slot.running = slot.running, None
+        assert running is not None
+        self._swap(slot)
+        now = time.time()
+        started = now - (time.monotonic() - running.started_mono)
+        self._settle(outcomes.preempted(running.job, running.checkpoint, started, now))
+        self._log_preempted(running, "killed after the grace period")
+        self._ended(running, End.INTERRUPTED, now - started)
 
     # --- what slots say --------------------------------------------------------------------------
 
@@ -195,10 +233,12 @@ class SlotPool:
         slot.running = None
         if kind == "ok":
             self._settle(outcomes.finished(running.job, running.options, payload, started, ended))  # type: ignore[arg-type]
-            self._ended(running, True, ended - started)  # type: ignore[operator]
+            self._ended(running, End.FINISHED, ended - started)  # type: ignore[operator]
         elif kind == "preempted":
             self._settle(outcomes.preempted(running.job, running.checkpoint, started, ended))  # type: ignore[arg-type]
             self._log_preempted(running, "checkpointed")
+            how = End.STOPPED_FOR_MEMORY if running.for_memory else End.INTERRUPTED
+            self._ended(running, how, ended - started)  # type: ignore[operator]
         else:
             self._fail(running, str(payload), started, ended)  # type: ignore[arg-type]
         if self.settings.slot_mode == "fresh" or kind == "preempted":
@@ -245,10 +285,14 @@ class SlotPool:
     # --- outcomes --------------------------------------------------------------------------------
 
     def _fail(self, running: Running, reason: str, started: float, ended: float) -> None:
+        """The task's own failure (an exception, a crash, its timeout): the breaker counts it."""
+        self._settle_failure(running, reason, started, ended)
+        self._ended(running, End.FAILED, ended - started)
+
+    def _settle_failure(self, running: Running, reason: str, started: float, ended: float) -> None:
         settlement = outcomes.failed(running.job, running.options, reason, started, ended)
         log_failure(settlement)
         self._settle(settlement)
-        self._ended(running, False, ended - started)
 
     def _log_preempted(self, running: Running, how: str) -> None:
         self.log.bind(job_id=running.job.id, priority=running.job.priority.name).warning(
@@ -262,3 +306,12 @@ def log_failure(settlement: Settlement) -> None:
     logger.bind(job_id=settlement.job.id, priority=settlement.job.priority.name).warning(
         "job {} {}: {}", settlement.job.id, settlement.outcome.value, last_line[:300]
     )
+
+
+def _memory_stops(running: Running) -> int:
+    """How many times the job was stopped for memory before this run (a field the settle script keeps)."""
+    raw = running.job.fields.get("asched_memory_stops")
+    try:
+        return max(0, int(raw)) if raw else 0
+    except ValueError:
+        return 0

@@ -19,16 +19,27 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from scheduler import slot_main
 from scheduler.channel import Channel
 from scheduler.governor.heap import HeapCell
+from scheduler.governor.victim import Kind
 from scheduler.model import Call, ClaimedJob, JobOptions
 from tasks.registry import TaskInfo
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 2.0
+
+
+class End(Enum):
+    """How a job left its slot, as the breaker and the memory profiles need to know it."""
+
+    FINISHED = "finished"
+    FAILED = "failed"  # the task's own failure (an exception, a crash, its timeout)
+    STOPPED_FOR_MEMORY = "stopped_for_memory"  # by the governor or the slot cap: not the task's fault
+    INTERRUPTED = "interrupted"  # yielded its slot for another reason (a P0 job, the daemon stopping)
 
 
 @dataclass(slots=True)
@@ -44,6 +55,25 @@ class Running:
     checkpoint: str = ""  # the last state the job saved (versioned JSON), "" for none
     preempt_deadline: float | None = None  # asked to checkpoint: killed if still running by then
     preempt_reason: str = ""
+    for_memory: bool = False  # the stop asked of it is for memory (pressure, slot cap)
+    kind: Kind = Kind.PLAIN  # what stopping it costs (victim choice; at-most-once jobs fail)
+    need: int | None = None  # bytes its task was predicted to add at its peak (None: not profiled yet)
+    base: tuple[int, int] = (0, 0)  # the slot's (RSS, malloc) growth before this job, at the last reading
+    footprint: int = 0  # what this job has added at the last reading: the larger of RSS and malloc growth
+    peak: int = 0  # the most it added at any reading
+
+    def note_growth(self, growth: tuple[int, int]) -> None:
+        """A reading of the slot's (RSS, malloc) growth while this job runs.
+
+        Each is measured from its own base: a slot whose RSS stayed high after an earlier job (malloc
+        keeps freed memory) shows this job's allocations in malloc's count, not in RSS.
+        """
+        self.footprint = max(0, growth[0] - self.base[0], growth[1] - self.base[1])
+        self.peak = max(self.peak, self.footprint)
+
+    def remaining(self, unprofiled_bytes: int) -> int:
+        """Bytes the job is still predicted to add."""
+        return max(0, (self.need if self.need is not None else unprofiled_bytes) - self.footprint)
 
 
 class Slot:
@@ -89,12 +119,13 @@ class Slot:
         call = running.call
         self.conn.send((running.job.id, call.func_path, call.args, call.kwargs, resume_state))
 
-    def ask_to_yield(self, grace_s: float, reason: str, now_mono: float) -> None:
+    def ask_to_yield(self, grace_s: float, reason: str, now_mono: float, for_memory: bool = False) -> None:
         """Ask the running job to checkpoint and stop (SIGUSR1); it is killed after `grace_s`."""
         if self.running is None or self.running.preempt_deadline is not None:
             return
         self.running.preempt_deadline = now_mono + grace_s
         self.running.preempt_reason = reason
+        self.running.for_memory = for_memory
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGUSR1)
 

@@ -143,6 +143,46 @@ class Settings(RedisUrlText, BaseSettings):
         default=ByteSize(100 * 1000 * 1000),
         description="An idle slot whose RSS grew past this since it started is replaced (leak guard).",
     )
+    admission_headroom_percent: float = Field(
+        default=5.0,
+        ge=0,
+        lt=50,
+        description="A job starts only if the memory in use, what running jobs are still predicted to add "
+        "and its own predicted peak stay under high_percent minus this.",
+    )
+    unprofiled_task_percent: float = Field(
+        default=25.0,
+        gt=0,
+        le=100,
+        description="% of the budget a task is assumed to need before its first run has measured it; "
+        "until then its jobs run one at a time.",
+    )
+    admission_max_wait_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A job that waited this long for memory is started before any job behind it "
+        "(smaller jobs stop overtaking it).",
+    )
+    memory_stop_limit: int = Field(
+        default=3,
+        ge=1,
+        description="A job stopped for memory this many times (pressure or slot cap) is parked in the "
+        "shed registry with its peak, instead of running again.",
+    )
+    at_most_once: tuple[str, ...] = Field(
+        default=(),
+        description="Tasks (function paths) or modules whose jobs must never run twice: stopped for "
+        "memory, they fail with the reason instead of running again (also @task(at_most_once=True)).",
+    )
+    profile_margin_percent: float = Field(
+        default=15.0, ge=0, le=200, description="Safety margin added to a task's learned peak (p90)."
+    )
+    profile_half_life_s: float = Field(
+        default=24 * 3600.0, gt=0, description="Age at which a learned peak counts half as much."
+    )
+    profile_max_tasks: int = Field(
+        default=1000, ge=1, description="Memory profiles kept in Redis; the least recently updated go."
+    )
     elevated_percent: float = Field(
         default=70.0, description="Pressure % at which heartbeat jobs are skipped."
     )

@@ -28,6 +28,7 @@ class TaskInfo:
     restartable: bool = False  # may be stopped and run again from the start if it saved nothing
     priority: str | None = None  # P0..P3: the queue our producers (CLI, periodic jobs) put it in
     timeout_s: float | None = None  # the job timeout when the job sets none
+    at_most_once: bool = False  # must never run twice: stopped for memory, it fails instead of rerunning
 
 
 _BY_PATH: dict[str, TaskInfo] = {}
@@ -45,10 +46,13 @@ def task(
     preemptible: bool = False,
     restartable: bool = False,
     timeout: float | None = None,
+    at_most_once: bool = False,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register a function as an allowlisted task under a short `name` (default: its own name).
 
-    `priority` (P0..P3) and `timeout` (s) are what `adaptive-scheduler enqueue` and periodic jobs use
+    A plain function (no `@task`) that the daemon stops for memory runs again from the start, as after
+    a crash; `at_most_once=True` makes such a stop fail the job instead. `priority` (P0..P3) and
+    `timeout` (s) are what `adaptive-scheduler enqueue` and periodic jobs use
     unless told otherwise (and the timeout applies to a job whose hash has none); plain RQ producers
     choose their queue and `job_timeout` themselves (RQ writes its 180 s default if they do not).
     """
@@ -59,7 +63,9 @@ def task(
 
     def register(func: Callable[P, R]) -> Callable[P, R]:
         path = f"{func.__module__}.{func.__qualname__}"
-        info = TaskInfo(name or func.__name__, path, heartbeat, preemptible, restartable, priority, timeout)
+        info = TaskInfo(
+            name or func.__name__, path, heartbeat, preemptible, restartable, priority, timeout, at_most_once
+        )
         if _BY_NAME.get(info.name, info) != info:
             raise ValueError(f"task name {info.name!r} is registered twice")
         _BY_PATH[info.path] = info

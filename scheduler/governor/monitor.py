@@ -47,6 +47,15 @@ class MemorySample:
     daemon_heap: int = 0
     slot_heap: dict[int, int] = field(default_factory=dict)  # slot index -> malloc in use
     psi: Psi | None = None  # None where the kernel has no PSI
+    slot_heap_growth: dict[int, int] = field(default_factory=dict)  # slot index -> malloc added
+    slot_pid: dict[int, int] = field(default_factory=dict)  # slot index -> the process read
+
+    def growth(self, slot: int, pid: int) -> tuple[int, int]:
+        """What slot `slot` (process `pid`) has added since it started, as (RSS, malloc) growth; zeros
+        when this reading is of the process it replaced."""
+        if self.slot_pid.get(slot) != pid:
+            return 0, 0
+        return self.slot_growth.get(slot, 0), self.slot_heap_growth.get(slot, 0)
 
     @property
     def percent(self) -> float:
@@ -158,12 +167,27 @@ class Monitor:
     def untrack(self, index: int) -> None:
         self._slots.pop(index, None)
 
+    def slot_growth_now(self, index: int, pid: int) -> tuple[int, int]:
+        """Slot `index`'s (RSS, malloc) growth read now, not at the last sample; zeros if not tracked."""
+        tracked = self._slots.get(index)
+        if tracked is None or tracked[0] != pid:
+            return 0, 0
+        _, base, cell, base_heap = tracked
+        try:
+            rss = rss_bytes(pid)
+        except OSError:
+            return 0, 0
+        heap = cell.read() - base_heap if cell is not None else 0
+        return max(0, rss - base), max(0, heap)
+
     def sample(self) -> MemorySample:
         daemon_rss = int(os.pread(self._statm, 256, 0).split()[1]) * PAGE_BYTES
         daemon_heap = malloc_in_use()
         growth: dict[int, int] = {}
         rss: dict[int, int] = {}
         slot_heap: dict[int, int] = {}
+        heap_growth: dict[int, int] = {}
+        pids: dict[int, int] = {}
         heap = daemon_heap
         for index, (pid, base, cell, base_heap) in list(self._slots.items()):
             try:
@@ -171,9 +195,11 @@ class Monitor:
             except OSError:  # the process has gone
                 continue
             growth[index] = max(0, rss[index] - base)
+            pids[index] = pid
             if cell is not None:
                 slot_heap[index] = cell.read()
-                heap += max(0, slot_heap[index] - base_heap)
+                heap_growth[index] = max(0, slot_heap[index] - base_heap)
+                heap += heap_growth[index]
         used = daemon_rss + sum(growth.values())
         if self._use_cgroup and self._cgroup is not None:
             used = max(used, self._cgroup_usage(self._cgroup))
@@ -188,6 +214,8 @@ class Monitor:
             daemon_heap,
             slot_heap,
             self._read_psi(),
+            heap_growth,
+            pids,
         )
 
     def _read_psi(self) -> Psi | None:

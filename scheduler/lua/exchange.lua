@@ -13,14 +13,15 @@
 -- ARGV[1..9]: now (unix s), now (RQ ISO text), worker name, jobs to claim, execution-id prefix,
 --   first execution counter, default timeout (s), lease slack (s), number of settlements S;
 --   then S x 5 settlement values: the text fields joined by "\31" (outcome (finished|failed|retry|
---   put_back|preempted|skipped|shed|deferred), priority index, execution id, started_at (ISO), ended_at (ISO),
+--   put_back|preempted|stopped|skipped|shed|deferred), priority index, execution id, started_at (ISO), ended_at (ISO),
 --   started (unix s), ended (unix s), ttl (s, -1 = forever)), then job id, payload, exc_info, extra;
 --   one packed argument instead of eight cuts the client's encoding work per job. In order:
 --   outcome, job id, priority index,
 --   execution id, started_at (ISO), ended_at (ISO), started (unix s), ended (unix s), ttl (s, -1 =
 --   forever), payload (base64 return value or base64 zlib exception text), exc_info (zlib text),
 --   extra: for retry "<retries left>:<unix s to run at, 0 = now>:<1 at front|0>"; for preempted the
---   checkpoint to resume from ("" for none); for skipped and shed the pressure level; for deferred
+--   checkpoint to resume from ("" for none), the same for stopped (whose exc_info is the plain reason);
+--   for skipped and shed the pressure level; for deferred
 --   the unix time to run at;
 --   then how many queues the claim may take from (4: all; 1: P0 only, under memory pressure).
 -- The job-hash fields returned for each claimed job are written into this source when it is loaded
@@ -113,6 +114,11 @@ for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
     redis.call('HSET', key, 'status', 'queued')
     if a[11] ~= '' then redis.call('HSET', key, 'asched_checkpoint', a[11]) end
     redis.call('HINCRBY', key, 'asched_preemptions', 1)
+    redis.call('LPUSH', K[base + 1], id)
+  elseif outcome == 'stopped' then -- stopped for memory, to run again: the front of its queue, counted
+    redis.call('HSET', key, 'status', 'queued', 'asched_reason', a[10])
+    if a[11] ~= '' then redis.call('HSET', key, 'asched_checkpoint', a[11]) end
+    redis.call('HINCRBY', key, 'asched_memory_stops', 1)
     redis.call('LPUSH', K[base + 1], id)
   elseif outcome == 'skipped' or outcome == 'shed' then -- not run, parked with the reason; RQ: canceled
     redis.call('HSET', key, 'status', 'canceled', 'ended_at', a[5], 'asched_outcome', outcome,

@@ -1,5 +1,5 @@
 -- Replay shed jobs: each id leaves the shed registry and RQ's canceled registry and goes back to the
--- end of its queue with status "queued". An id not in the shed registry is left alone.
+-- end of its queue with status "queued" (and its count of stops for memory back at zero). An id not in the shed registry is left alone.
 -- KEYS: the shed registry. ARGV: job ids. Returns the ids replayed.
 local replayed = {}
 for _, id in ipairs(ARGV) do
@@ -8,7 +8,8 @@ for _, id in ipairs(ARGV) do
     local origin = redis.call('HGET', key, 'origin')
     if origin then
       redis.call('HSET', key, 'status', 'queued')
-      redis.call('HDEL', key, 'asched_outcome', 'asched_reason', 'asched_level', 'ended_at')
+      redis.call('HDEL', key, 'asched_outcome', 'asched_reason', 'asched_level', 'ended_at',
+        'asched_memory_stops')
       redis.call('ZREM', 'rq:canceled:' .. origin, id)
       redis.call('RPUSH', 'rq:queue:' .. origin, id)
       replayed[#replayed + 1] = id

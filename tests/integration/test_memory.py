@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -162,19 +163,30 @@ def test_emergency_stops_all_but_p0_sheds_heartbeats_and_loses_nothing(
     assert late.id.encode() in client.zrange("asched:shed", 0, -1)
 
 
-def test_a_job_past_the_slot_cap_is_stopped_and_the_daemon_carries_on(
+def test_a_job_always_past_the_slot_cap_runs_again_then_is_parked_with_its_peak(
     client: redis.Redis, redis_url: str
 ) -> None:
-    env = {"ASCHED_SLOT_MEMORY_CAP": "100MB"}
+    # Given a plain job that always grows past the slot cap, and a job behind it
+    env = {"ASCHED_SLOT_MEMORY_CAP": "100MB", "ASCHED_MEMORY_STOP_LIMIT": "2"}
     with running_daemon(redis_url, env=env) as daemon:
         greedy = queue(client, 1).enqueue("tests.fixtures.jobs.allocate", 300, 5.0)
         after = queue(client, 1).enqueue("tests.fixtures.jobs.add", 2, 3)
-        wait_until(lambda: status(client, greedy.id) == JobStatus.FAILED, timeout_s=15)
+        # Then it is stopped, runs again once, and is parked in the shed registry: not failed, not looping
+        wait_until(lambda: status(client, greedy.id) == JobStatus.CANCELED, timeout_s=20)
         wait_until(lambda: status(client, after.id) == JobStatus.FINISHED)
         # the killed slot was reaped once it ended (the daemon did not wait for it): no zombie is left
         wait_until(lambda: not children(daemon.process.pid, zombies=True), timeout_s=2)
-    result = fetch(client, greedy.id).latest_result()
-    assert result is not None and "exceeded the slot memory cap (100 MB)" in (result.exc_string or "")
+        log = daemon.output()
+    reason = field(client, greedy.id, "asched_reason") or ""
+    assert (
+        "parked: stopped for memory 2 times" in reason and "exceeded the slot memory cap (100 MB)" in reason
+    )
+    assert re.search(r"peak \d+ MiB", reason), reason
+    assert field(client, greedy.id, "asched_memory_stops") == "1"  # the parking stop is not counted twice
+    assert greedy.id.encode() in client.zrange("asched:shed", 0, -1)
+    assert "stopped for memory (1 of 2)" in log
+    # and the breaker never heard of it: a stop for memory is not the task's failure
+    assert "circuit breaker" not in log
 
 
 def test_shed_jobs_can_be_listed_and_replayed(client: redis.Redis, redis_url: str) -> None:

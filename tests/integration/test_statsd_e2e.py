@@ -4,7 +4,8 @@ StatsD runs with a 500 ms flush and its graphite backend pointed at a TCP socket
 (Graphite's plaintext protocol, `path value timestamp` per line), with `legacyNamespace: false`: the
 names are the ones the Grafana dashboard (systemd/grafana-dashboard.json) charts. One daemon run,
 shared by the tests of this module, does a normal phase (P1 jobs, failing P2 jobs), a circuit breaker
-phase (a flaky task retried, failing, deferred, then closing its breaker) and a memory storm (a P0
+phase (a flaky task retried, failing, deferred, then closing its breaker), a memory phase (two plain
+jobs of an unprofiled task that do not fit together: one is stopped and runs again) and a storm (a P0
 job taking the whole budget: preempted, resumed, shed, put back and skipped jobs), with a periodic
 P3 heartbeat every second throughout (run, and skipped under pressure), so that every series the
 dashboard charts is really flushed.
@@ -198,6 +199,7 @@ def run_workload(client: redis.Redis, output: Callable[[], str], directory: Path
     """Three phases, one after the other; returns the jobs by role once every one has ended."""
     jobs = normal_phase(client)
     jobs |= breaker_phase(client, directory / "dependency-down")
+    jobs |= memory_phase(client)
     jobs |= storm_phase(client, output)
     return jobs
 
@@ -224,6 +226,15 @@ def breaker_phase(client: redis.Redis, down: Path) -> dict[str, Job]:
     wait_until(lambda: outcome(client, jobs["trial"]) == "scheduled")
     down.unlink()
     wait_until(lambda: outcome(client, jobs["trial"]) == "finished")
+    return jobs
+
+
+def memory_phase(client: redis.Redis) -> dict[str, Job]:
+    """Two plain P2 jobs of a task with no memory profile yet start together (each is assumed to need a
+    quarter of the budget); together they pass HIGH, so one is stopped for memory, waits until the
+    other has finished (its task now has a profile), and runs again."""
+    jobs = {f"big{i}": queue(client, 2).enqueue("tests.fixtures.jobs.allocate", 110, 2.0) for i in range(2)}
+    wait_until(lambda: all(outcome(client, j) == "finished" for j in jobs.values()), 30)
     return jobs
 
 
@@ -295,8 +306,9 @@ def test_counters_arrive_summed_per_flush_with_per_second_rates(flushed: Flushed
     assert fired + skipped >= 4  # a tick a second; the run lasts over 5 s
     assert flushed.total("jobs.enqueued.p3") == fired and flushed.total("jobs.finished.p3") >= 1
     assert flushed.total("jobs.finished.p0") == 2 and flushed.total("jobs.started.p0") == 2
-    assert flushed.total("jobs.finished.p2") == 2  # the breaker's trial and the job put back
-    assert flushed.total("jobs.started.p2") == 3 + 2 + 1
+    assert flushed.total("jobs.finished.p2") == 2 + 2  # the breaker's trial, the job put back, the big ones
+    assert flushed.total("jobs.started.p2") == 3 + 2 + 1 + 3  # one of the big ones ran twice
+    assert flushed.total("jobs.stopped.p2") == 1  # ... stopped for memory once, then run again
     # the flaky task's breaker opened, deferred a job, closed after its trial; `fail`'s stays open
     assert flushed.total("breaker.opened") == 2 and flushed.total("breaker.closed") == 1
     assert flushed.total("jobs.deferred.p2") >= 1
