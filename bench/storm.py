@@ -29,9 +29,11 @@ storm on `rq worker` x2, once. Writes bench/results/storm.md and storm.png (the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 V1 = Path("/sys/fs/cgroup/memory")
 TERMINAL = {"finished", "failed", "canceled"}
+# One `rq worker` (fork per job) on the P0-P3 queues in priority order; {URL} is replaced by the Redis URL.
+RQ_WORKER = [
+    sys.executable,
+    *("-m", "rq.cli", "worker", "--url", "{URL}"),
+    *("--serializer", "rq.serializers.JSONSerializer", "p0", "p1", "p2", "p3"),
+]
 
 
 @dataclass
@@ -92,9 +100,20 @@ class Cgroup:
                 joined, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
 
+    def pids(self) -> list[int]:
+        return [int(pid) for pid in (self.path / "cgroup.procs").read_text().split()]
+
     def remove(self) -> None:
+        """Wait up to 10 s for the processes launched into it to leave, SIGKILL what is left, rmdir."""
         for _ in range(100):
-            if not (self.path / "cgroup.procs").read_text().strip():
+            if not self.pids():
+                break
+            time.sleep(0.1)
+        for pid in self.pids():  # only what we launched into it (and their children) can be here
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for _ in range(50):
+            if not self.pids():
                 break
             time.sleep(0.1)
         self.path.rmdir()
@@ -128,10 +147,23 @@ def workload(client: redis.Redis, mixed: bool, enqueue_ms: list[float]) -> dict[
     return jobs
 
 
-def sample(cgroup: Cgroup, run: Run, stop: threading.Event) -> None:
+def sample(cgroup: Cgroup, samples: list[tuple[float, float]], stop: threading.Event) -> None:
+    """Append (unix s, pressure %) every 100 ms until `stop` is set."""
     while not stop.is_set():
-        run.samples.append((time.time(), cgroup.pressure()))
+        samples.append((time.time(), cgroup.pressure()))
         stop.wait(0.1)
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
+    """SIGTERM each process, then SIGKILL the ones that have not exited within `timeout_s`."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def all_ended(client: redis.Redis, jobs: dict[str, list[str]]) -> bool:
@@ -160,7 +192,7 @@ def run_system(
     env = {**env, "ASCHED_REDIS_URL": server.url}
     processes = [cgroup.launch([c.replace("{URL}", server.url) for c in cmd], env, log) for cmd in command]
     stop = threading.Event()
-    sampler = threading.Thread(target=sample, args=(cgroup, run, stop), daemon=True)
+    sampler = threading.Thread(target=sample, args=(cgroup, run.samples, stop), daemon=True)
     try:
         time.sleep(2.0)  # consumers up
         sampler.start()
@@ -171,13 +203,7 @@ def run_system(
         time.sleep(0.5)
     finally:
         stop.set()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
         run.oom_kills = cgroup.oom_kills()
         cgroup.remove()
         run.log = log.read_text(errors="replace")
@@ -335,22 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     limit = args.limit_mib * 2**20
     ours_cmd = [[sys.executable, "-m", "scheduler", "run"]]
-    rq_cmd = [
-        [
-            sys.executable,
-            "-m",
-            "rq.cli",
-            "worker",
-            "--url",
-            "{URL}",
-            "--serializer",
-            "rq.serializers.JSONSerializer",
-            "p0",
-            "p1",
-            "p2",
-            "p3",
-        ]
-    ] * 2
+    rq_cmd = [RQ_WORKER] * 2
     env = {
         **os.environ,
         "ASCHED_LOG_LEVEL": "INFO",

@@ -1,10 +1,14 @@
-"""Command line: `run`, `enqueue`, `status`. Exit codes: 0 ok, 1 runtime failure, 2 bad input or settings."""
+"""Command line: `run`, `enqueue`, `shed`, `status`, `tasks`.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad input or settings.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="queue depths, slots and counts")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=_status)
+
+    profiles = commands.add_parser("tasks", help="what each task was learned to need in memory")
+    profiles.add_argument("--json", action="store_true", help="print JSON (bytes) instead of a table")
+    profiles.set_defaults(handler=_tasks)
     return parser
 
 
@@ -131,7 +139,25 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler.status_view import render, snapshot
 
     overview = snapshot(settings, resolve_redis_url(settings))
-    print(json.dumps(overview, indent=2) if args.json else render(overview))
+    print(json.dumps(overview, indent=2) if args.json else render(overview, time.time()))
+    return EXIT_OK
+
+
+def _tasks(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from scheduler import task_profiles
+
+    now = time.time()
+    client = _client(settings)
+    try:
+        rows = task_profiles.gather(client, task_profiles.rule_of(settings), now)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps([asdict(row) for row in rows], indent=2))
+    else:
+        print(task_profiles.render(rows, now))
     return EXIT_OK
 
 

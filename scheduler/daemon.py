@@ -28,22 +28,15 @@ from scheduler.errors import PayloadError, StartupError
 from scheduler.events import Poller
 from scheduler.governor import Governor, release_daemon_memory
 from scheduler.governor.admission import Decision
+from scheduler.governor.enforcer import Enforcer
 from scheduler.governor.planner import Planner
 from scheduler.governor.policy import (
     Fate,
-    Preempt,
-    Reading,
-    Stop,
     admitted_queues,
     fate,
-    make_room_for,
-    over_cap,
-    pressure_stop,
 )
 from scheduler.governor.pressure import Level
 from scheduler.governor.profile_store import ProfileStore
-from scheduler.governor.profiles import Rule
-from scheduler.governor.victim import Runner
 from scheduler.intake import Intake
 from scheduler.metrics import Metrics
 from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
@@ -55,6 +48,7 @@ from scheduler.rqtime import unix_seconds
 from scheduler.slotpool import SlotPool, log_failure
 from scheduler.slots import End, Running, Slot
 from scheduler.status import DaemonStatus, gauges, publish, status_line
+from scheduler.task_profiles import rule_of
 from scheduler.waker import Waker
 
 if TYPE_CHECKING:
@@ -65,7 +59,6 @@ FLUSH_S = 0.002  # a settled job reaches Redis at most this late (or when a batc
 REFILL_AT = 4  # claim when the local queue has room for this many jobs (bigger batches: each call
 # has a fixed cost in the daemon and in Redis; the reply comes back before the slots run dry)
 HOUSEKEEPING_S = 1.0
-FRESH_READ_BYTES = 16 * 2**20  # a slot that held this much at the last reading is read again at a start
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +97,8 @@ class Daemon:
             settings.default_job_timeout_s, settings.default_result_ttl_s, settings.default_failure_ttl_s
         )
         self.governor = Governor(settings)
-        rule = Rule(margin=settings.profile_margin_percent / 100, half_life_s=settings.profile_half_life_s)
-        self.profiles = ProfileStore(self.client, rule, settings.profile_max_tasks)
-        self.planner = Planner(settings, self.profiles, self.governor.monitor.budget)
+        self.profiles = ProfileStore(self.client, rule_of(settings), settings.profile_max_tasks)
+        planner = Planner(settings, self.profiles, self.governor.monitor.budget)
         self.metrics = Metrics(settings.statsd_url, settings.statsd_prefix)
         self.notifier = notifier or Notifier({})
         rules = BreakerRules(
@@ -130,6 +122,7 @@ class Daemon:
         self.pool = SlotPool(
             settings, self._poller, self.governor.monitor, self._settle_later, self._job_ended
         )
+        self.enforcer = Enforcer(settings, self.governor, self.pool, planner)
         self.log = logger.bind(daemon=self.id)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -262,57 +255,12 @@ class Daemon:
             self._sweep_local(time.time())
             if self.settings.p0_lane:  # big jobs are likely to hold the slots now: have the lane ready
                 self.pool.open_lane(now_mono, f"memory pressure {self.governor.level.name}")
-        sample = self.governor.sample
-        assert sample is not None
-        self.pool.recycle_leaky(sample.slot_growth, int(self.settings.slot_idle_growth_limit))
-        for slot in self.pool.slots:
-            if slot.running is not None:
-                self.planner.note(slot.running, sample.growth(slot.index, slot.pid))
-        runners = self._runners()
-        actions = over_cap(runners, int(self.settings.slot_memory_cap))
-        reading = Reading(max(sample.used, sample.heap), sample.budget)
-        stopping = self.pool.stopping() or bool(actions)
-        stop = pressure_stop(reading, self.governor.thresholds, runners, stopping)
-        for action in [*actions, *([stop] if stop else [])]:
-            self._apply_stop(action, now_mono, reading.percent)
-
-    def _apply_stop(self, action: Preempt | Stop, now_mono: float, percent: float) -> None:
-        slot = self.pool.slots[action.slot]
-        match action:
-            case Preempt(reason=reason):
-                slot.ask_to_yield(self.settings.preempt_grace_s, reason, now_mono, for_memory=True)
-                self.log.bind(job_id=slot.running.job.id if slot.running else None).warning(
-                    "preempting slot {}: {} (pressure {:.1f} %)", slot.index, reason, percent
-                )
-            case Stop(reason=reason):
-                self.pool.stop_for_memory(slot, reason)
-
-    def _runners(self) -> list[Runner]:
-        """The running jobs not already asked to yield, as victim choice sees them."""
-        return [
-            self.planner.runner(slot.index, slot.running)
-            for slot in self.pool.slots
-            if slot.running is not None and slot.running.preempt_deadline is None
-        ]
+        self.enforcer.after_reading(now_mono)
 
     def _make_room_for_p0(self, now_mono: float) -> None:
-        """Every slot busy and a P0 job at the head of the local queue: open the P0 lane, or, when it is
-        busy too (or off), preempt a resumable lower job."""
-        if not len(self.local) or self.local.head_priority() != Priority.P0:
-            return  # checked first: this runs on every tick of a busy drain
-        if not all(slot.busy for slot in self.pool.slots):
-            return  # a slot is free, or starting (a replacement not yet ready): it will take the job
-        if self.settings.p0_lane and self.pool.lane is None:
-            self.pool.open_lane(now_mono, "a P0 job found every slot busy")
-            return
-        yielding = any(r.preempt_deadline is not None for r in self.pool.running())
-        action = make_room_for(Priority.P0, self._runners(), yielding)
-        if action is not None:
-            slot = self.pool.slots[action.slot]
-            slot.ask_to_yield(self.settings.preempt_grace_s, action.reason, now_mono)
-            self.log.bind(job_id=slot.running.job.id if slot.running else None).info(
-                "preempting slot {}: {}", slot.index, action.reason
-            )
+        """A P0 job heads the local queue: if every slot is busy, the enforcer makes one free."""
+        if len(self.local) and self.local.head_priority() == Priority.P0:  # first: runs every busy tick
+            self.enforcer.make_slot_for_p0(now_mono)
 
     # --- claim and dispatch ----------------------------------------------------------------------
 
@@ -472,24 +420,14 @@ class Daemon:
             reason = f"deferred: the circuit breaker of {call.func_path} is open; retry at {retry_at:.3f}"
             self._pending.append(outcomes.deferred(job, reason, retry_at))
         else:
-            sample = self.governor.sample
-            admitted = self.planner.admit(job, call.func_path, self.pool.running(), sample, now, now_mono)
+            admitted = self.enforcer.admit(job, call.func_path, now, now_mono)
             if admitted is not Decision.START:
                 return admitted
             running = Running(job, call, options, now_mono, now_mono + options.timeout_s, task)
-            running.kind = self.planner.kind(call.func_path, task)
-            self.planner.starting(running, self._slot_growth(slot), now)
+            self.enforcer.starting(running, slot, now)
             self._run(slot, running, resume_state, now)
+            self.enforcer.started(running, now_mono)
         return Decision.START
-
-    def _slot_growth(self, slot: Slot) -> tuple[int, int]:
-        """What the slot holds before its next job: the last reading, or a fresh one if that reading saw
-        it hold much (the job before may have ended since, its peak still in that reading)."""
-        sample = self.governor.sample
-        growth = sample.growth(slot.index, slot.pid) if sample else (0, 0)
-        if max(growth) < FRESH_READ_BYTES:
-            return growth
-        return self.governor.monitor.slot_growth_now(slot.index, slot.pid)
 
     def _run(self, slot: Slot, running: Running, resume_state: object, now: float) -> None:
         job = running.job
@@ -516,8 +454,7 @@ class Daemon:
         now = time.time()
         if end is End.FAILED or (end is End.FINISHED and self.breakers.watching(running.call.func_path)):
             self.breakers.ended(running.call.func_path, end is End.FINISHED, now)
-        if end is not End.INTERRUPTED:
-            self.planner.learned(running, end is End.STOPPED_FOR_MEMORY, now)
+        self.enforcer.ended(running, end, now)
         if self.metrics.enabled and end in (End.FINISHED, End.FAILED):
             self.metrics.ran(running.task.name if running.task else running.call.func_path, seconds)
 

@@ -52,6 +52,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "breaker.closed": ("counter", "circuit breaker transitions to closed"),
     "jobs.wait.{p}": ("timer", "ms from enqueue to start"),
     "tasks.{task}.run": ("timer", "ms a job of this task ran (finished or failed)"),
+    "tasks.{task}.memory.predicted_bytes": (
+        "gauge",
+        "what the task's next run is expected to add at its peak (learned profile; the 50 largest)",
+    ),
+    "tasks.{task}.memory.last_peak_bytes": ("gauge", "what the task's last run added at its peak"),
+    "tasks.{task}.memory.stops": ("gauge", "runs of the task stopped for memory since its profile began"),
 }
 
 

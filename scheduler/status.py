@@ -15,8 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from scheduler import keys
+import tasks
+from scheduler import keys, task_profiles
+from scheduler.errors import SchedulerError
+from scheduler.governor.profiles import Rule
+from scheduler.metrics import metric_segment
 from scheduler.model import Priority
+from scheduler.task_profiles import TaskRow
 
 if TYPE_CHECKING:
     from scheduler.daemon import Daemon
@@ -153,7 +158,14 @@ def gauges(daemon: Daemon, depths: list[int]) -> dict[str, float]:
             values[f"memory.slot.{index}.growth_bytes"] = sample.slot_growth.get(index, 0)
         for index, heap in sample.slot_heap.items():
             values[f"memory.slot.{index}.heap_bytes"] = heap
-    return values
+    store = daemon.profiles
+    return values | task_profiles.gauges(store.profiles, time.time(), store.rule, task_segment)
+
+
+def task_segment(func_path: str) -> str:
+    """A task in a metric path, as the `tasks.{task}.run` timer names it: its @task name, else its path."""
+    info = tasks.lookup(func_path)
+    return metric_segment(info.name if info else func_path)
 
 
 def _mb(value: int | None) -> float | None:
@@ -172,10 +184,13 @@ class Overview:
     queues: dict[str, dict[str, Any]]
     totals: dict[str, int]  # summed over the live daemons, since each started
     daemons: list[dict[str, Any]] = field(default_factory=list)
+    task_profiles: list[TaskRow] = field(default_factory=list)  # largest predicted peak first
+    task_profiles_error: str | None = None  # why the profiles could not be read at all
 
 
-def gather(client: redis.Redis, queue_names: tuple[str, ...]) -> Overview:
-    """Read the overview from Redis: depth and registries per priority, live daemons, totals."""
+def gather(client: redis.Redis, queue_names: tuple[str, ...], rule: Rule) -> Overview:
+    """Read the overview from Redis: depth and registries per priority, live daemons, totals, and the
+    task profiles (predicted with `rule`)."""
     with client.pipeline(transaction=False) as pipe:
         for name in queue_names:
             pipe.llen(keys.queue(name))
@@ -203,7 +218,11 @@ def gather(client: redis.Redis, queue_names: tuple[str, ...]) -> Overview:
     for daemon in daemons:
         for name, count in daemon["counts"].items():
             totals[name] = totals.get(name, 0) + count
-    return Overview(queues, totals, daemons)
+    try:  # a profiles key of the wrong type costs its section, not the whole overview
+        profiles, error = task_profiles.gather(client, rule, time.time()), None
+    except SchedulerError as exc:
+        profiles, error = [], str(exc)
+    return Overview(queues, totals, daemons, profiles, error)
 
 
 def _daemons(client: redis.Redis) -> list[dict[str, Any]]:

@@ -7,21 +7,25 @@ from typing import Any
 
 import redis
 
+from scheduler import task_profiles
 from scheduler.status import gather
+from scheduler.task_profiles import TaskRow
 from settings import Settings
+
+SHOWN_PROFILES = 10  # the table's share of the task profiles (--json and `tasks` have them all)
 
 
 def snapshot(settings: Settings, url: str) -> dict[str, Any]:
-    """The overview of queues, live daemons and totals, as plain data."""
+    """The overview of queues, live daemons, totals and task profiles, as plain data."""
     client = redis.Redis.from_url(url, socket_timeout=5)
     try:
-        return asdict(gather(client, settings.queues))
+        return asdict(gather(client, settings.queues, task_profiles.rule_of(settings)))
     finally:
         client.close()
 
 
-def render(overview: dict[str, Any]) -> str:
-    """A table per section, fixed-width, readable in a terminal."""
+def render(overview: dict[str, Any], now: float) -> str:
+    """A table per section, fixed-width, readable in a terminal (`now`: unix s, for the profiles' ages)."""
     lines = ["priority  queue         queued  started  finished  failed  scheduled"]
     for priority, row in overview["queues"].items():
         lines.append(
@@ -58,7 +62,21 @@ def render(overview: dict[str, Any]) -> str:
         lines.append(f"    since start: {counts or 'nothing yet'}")
         for task, circuit in sorted(daemon.get("breakers", {}).items()):
             lines.append(f"    circuit breaker {circuit}: {task}")
+    lines += _profiles(overview, now)
     return "\n".join(lines)
+
+
+def _profiles(overview: dict[str, Any], now: float) -> list[str]:
+    """The task profiles with the largest predicted peaks."""
+    error = overview.get("task_profiles_error")
+    if error:
+        return ["", f"task memory profiles: {error}"]
+    rows = [TaskRow(**row) for row in overview.get("task_profiles", [])]
+    if not rows:
+        return ["", f"task memory profiles: {task_profiles.EMPTY}"]
+    more = f" (the {SHOWN_PROFILES} largest; `adaptive-scheduler tasks` lists all)"
+    head = f"task memory profiles: {len(rows)}" + (more if len(rows) > SHOWN_PROFILES else "")
+    return ["", head, *task_profiles.table(rows[:SHOWN_PROFILES], now, indent="  ")]
 
 
 def _psi(memory: dict[str, Any]) -> str:

@@ -79,6 +79,8 @@ def test_a_profile_survives_its_stored_form() -> None:
             "2 peaks",
         ),
         (json.dumps({"v": 1, "runs": True, "peaks": [], "stops": 0, "updated": NOW}), "out of range"),
+        ('{"v": 1, "runs": 1, "peaks": [], "stops": 0, "updated": 1' + "0" * 400 + "}", "out of range"),
+        ("[" * 100_000 + "]" * 100_000, "RecursionError"),
     ],
 )
 def test_an_unreadable_or_absurd_profile_is_refused_with_a_reason(raw: str | bytes, why: str) -> None:

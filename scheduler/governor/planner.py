@@ -35,6 +35,7 @@ class Planner:
     def __init__(self, settings: Settings, store: ProfileStore, budget: int) -> None:
         self.store = store
         self.limit = int(budget * (settings.high_percent - settings.admission_headroom_percent) / 100)
+        self.high = int(budget * settings.high_percent / 100)
         self.unprofiled_bytes = int(budget * settings.unprofiled_task_percent / 100)
         self.max_wait_s = settings.admission_max_wait_s
         self.at_most_once = frozenset(settings.at_most_once)
@@ -101,6 +102,14 @@ class Planner:
     def note(self, running: Running, slot_growth: tuple[int, int]) -> None:
         """A reading of the slot that runs `running`."""
         running.note_growth(slot_growth)
+
+    def overflow(self, running: list[Running], sample: MemorySample | None) -> int:
+        """Bytes by which what is in use plus what the running jobs are predicted to add passes HIGH
+        (0 if it does not): the room a P0 job that did not fit needs made for it."""
+        if sample is None:
+            return 0
+        remaining = sum(r.remaining(self.unprofiled_bytes) for r in running)
+        return max(0, max(sample.used, sample.heap) + remaining - self.high)
 
     def runner(self, slot: int, running: Running) -> Runner:
         """`running` as victim choice sees it."""

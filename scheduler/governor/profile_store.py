@@ -59,7 +59,14 @@ class ProfileStore:
         if not force and now < self._next_refresh:
             return
         self._next_refresh = now + REFRESH_S
-        for raw_task, raw in self.client.hgetall(keys.PROFILES).items():
+        try:
+            stored = self.client.hgetall(keys.PROFILES)
+        except redis.ResponseError as exc:  # not a hash: another application's key, or a damaged one
+            if "" not in self._refused:
+                self._refused.add("")
+                logger.error("memory profiles not read: {} is not a hash ({})", keys.PROFILES, exc)
+            return
+        for raw_task, raw in stored.items():
             task = raw_task.decode(errors="replace")
             if task in self._dirty:
                 continue

@@ -87,7 +87,10 @@ def decode(raw: bytes | str, now: float) -> Profile:
     Raises:
         ValueError: not JSON, another version, or values no real run produces (the message says which).
     """
-    record = json.loads(raw)
+    try:
+        record = json.loads(raw)
+    except (RecursionError, OverflowError) as exc:  # nesting or numbers beyond what a float holds
+        raise ValueError(f"not a profile ({type(exc).__name__})") from None
     if not isinstance(record, dict) or record.get("v") != VERSION:
         raise ValueError(f"not a version {VERSION} profile")
     runs, stops, updated = record.get("runs"), record.get("stops"), record.get("updated")
@@ -97,7 +100,10 @@ def decode(raw: bytes | str, now: float) -> Profile:
     checked = tuple(_peak(item, now) for item in peaks)
     if len(checked) > runs:
         raise ValueError(f"{len(checked)} peaks for {runs} runs")
-    return Profile(runs, checked, stops, float(updated))
+    try:
+        return Profile(runs, checked, stops, float(updated))
+    except OverflowError:
+        raise ValueError("updated is beyond a float") from None
 
 
 def _count(value: object) -> bool:
@@ -105,7 +111,12 @@ def _count(value: object) -> bool:
 
 
 def _time(value: object, now: float) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= now + FUTURE_SLACK_S
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and 0 <= value <= now + FUTURE_SLACK_S
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _peak(item: object, now: float) -> tuple[float, int]:

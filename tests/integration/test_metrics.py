@@ -55,6 +55,8 @@ def test_job_counters_timers_and_gauges_arrive_with_catalogue_names(
     assert received.gauges[f"{head}.slots.total"] == 2
     assert 0 < received.gauges[f"{head}.pressure.percent"] < 100
     assert received.gauges[f"{head}.memory.daemon.rss_bytes"] > 10 * 2**20
+    assert received.gauges[f"{head}.tasks.add.memory.stops"] == 0  # profiles: under the @task name
+    assert f"{head}.tasks.fail.memory.predicted_bytes" in received.gauges
     # And every name is in the catalogue: no job id, bounded cardinality
     patterns = [re.compile(re.escape(head) + r"\." + catalogue_pattern(name)) for name in CATALOGUE]
     strays = {name for name in received.names() if not any(p.fullmatch(name) for p in patterns)}

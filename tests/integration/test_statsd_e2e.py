@@ -343,6 +343,18 @@ def test_timers_count_every_start_and_run(flushed: Flushed) -> None:
     assert all(0 <= ms < 1000 for ms in flushed.timer("tasks.add.run", "mean"))
 
 
+def test_task_memory_gauges_follow_the_learned_profiles(flushed: Flushed) -> None:
+    # every task that ran has gauges under its @task name; `allocate` last ran as the 250 MB hog, and
+    # one of its 110 MB runs was stopped for memory
+    ran = {"add", "fail", "fail_while", "allocate", "long_sum", "sleep", "heartbeat"}
+    named = {name.split(".")[-3] for name in flushed.series if name.endswith(".memory.stops")}
+    assert {"add", "allocate"} <= named <= ran
+    predicted = flushed.gauge("tasks.allocate.memory.predicted_bytes")
+    last_peak = flushed.gauge("tasks.allocate.memory.last_peak_bytes")
+    assert predicted[-1] >= last_peak[-1] > 200 * 2**20
+    assert flushed.gauge("tasks.allocate.memory.stops")[-1] == 1
+
+
 def test_gauges_show_slots_memory_and_the_storm(flushed: Flushed) -> None:
     total, busy = flushed.gauge("slots.total"), flushed.gauge("slots.busy")
     assert total[0] == 2 and set(total) <= {2, 3}  # 3 while a P0 lane is open
