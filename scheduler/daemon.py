@@ -109,7 +109,7 @@ class Daemon:
         self._next_periodic: float | None = None
         self.stop_requested = False
         self.force_stop = False
-        self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"resumed": 0, "dropped": 0}
+        self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"resumed": 0, "dropped": 0, "stale": 0}
         self._waker = Waker(self.client, self.intake.queue_keys)
         self._pending: list[Settlement] = []
         self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
@@ -204,8 +204,8 @@ class Daemon:
         batch, self._pending = [*self._pending, *unrun], []
         self._waker.close()
         try:
-            self.intake.exchange(batch, 0, time.time())
-            self._count(batch)
+            written = self.intake.exchange(batch, 0, time.time())
+            self._count(batch, written.stale)
             self.intake.release_lease()
         except redis.RedisError as exc:
             if batch:
@@ -309,7 +309,7 @@ class Daemon:
             self._pending = flight.batch + self._pending
             self._unsure = True
             raise
-        self._count(flight.batch)
+        self._count(flight.batch, claim.stale)
         for job in claim.jobs:
             self.local.push(job)
         if self._unsure:  # after the push: the jobs this reply claimed are held, not lost
@@ -509,11 +509,23 @@ class Daemon:
         """Queue an outcome for the next exchange (the list object is swapped at each one)."""
         self._pending.append(settlement)
 
-    def _count(self, batch: list[Settlement]) -> None:
+    def _count(self, batch: list[Settlement], stale: list[str] | None = None) -> None:
+        """Count what the exchange wrote; outcomes it dropped as stale (fencing) are counted apart."""
+        dropped = set(stale or ())
         for item in batch:
+            if item.job.id in dropped:
+                continue
             name = outcomes.count_name(item.outcome)
             self.counts[name] += 1
             self.metrics.job(name, item.job.priority)
+        if stale:
+            self.counts["stale"] += len(stale)
+            self.log.warning(
+                "dropped {} stale outcomes: their claims are no longer this daemon's (reclaimed by "
+                "another daemon, or lost with Redis' data): {}",
+                len(stale),
+                stale[:10],
+            )
 
     # --- housekeeping ----------------------------------------------------------------------------
 

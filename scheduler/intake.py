@@ -159,12 +159,13 @@ class Intake:
 
     def receive_exchange(self) -> Claim:
         """The outcome of the exchange in flight."""
-        with_dependents, flat, emptied = self._exchange.receive()
+        with_dependents, flat, emptied, stale = self._exchange.receive()
         for raw_id in with_dependents:
             self._enqueue_dependents(raw_id.decode())
         claimed, missing = _parse_claim(flat)
         empty = {i for i, flag in enumerate(emptied) if flag == ord("1")}
-        return Claim(claimed, missing, empty, {i for i, flag in enumerate(emptied) if flag == ord("2")})
+        broken = {i for i, flag in enumerate(emptied) if flag == ord("2")}
+        return Claim(claimed, missing, empty, broken, [raw.decode(errors="replace") for raw in stale])
 
     def recover(self) -> list[str]:
         """Put back the claims of daemons whose lease expired; returns the recovered job ids."""
@@ -210,6 +211,7 @@ class Claim:
     missing: list[str]  # ids whose job hash was gone (expired ttl, deleted): dropped, as RQ does
     emptied: set[int]  # priority indexes of the queues this claim found empty
     broken: set[int] = field(default_factory=set)  # ... whose key is not a list: not served
+    stale: list[str] = field(default_factory=list)  # ids whose outcome was dropped: claim no longer ours
 
 
 def _parse_claim(flat: list[bytes | int]) -> tuple[list[ClaimedJob], list[str]]:

@@ -26,7 +26,11 @@
 --   then how many queues the claim may take from (4: all; 1: P0 only, under memory pressure).
 -- The job-hash fields returned for each claimed job are written into this source when it is loaded
 -- (the `fields` table below; see scheduler.payload.FIELDS), so they are not sent with every call.
--- Returns {ids of settled jobs whose dependents wait, flat claim list, emptied}; the claim list holds,
+-- Every outcome is fenced: it is written only if its execution's started-registry entry is still
+-- there, and the ids of those that were not (stale: reclaimed by another daemon, or lost with Redis'
+-- data) are returned, so a daemon that lost its claims never writes over the work of another.
+-- Returns {ids of settled jobs whose dependents wait, flat claim list, emptied, stale ids}; the claim
+-- list holds,
 --   per job: priority index, job id, execution id ("" when the job hash is gone: RQ drops such ids
 --   too; "!" when the entry is not ours: not an RQ job id (RQ allows [A-Za-z0-9_-]), or its key holds
 --   another type than a hash; such entries are dropped and their keys left untouched), the job's
@@ -77,13 +81,24 @@ end
 
 -- settle
 local dependents = {}
+local stale = {}
 for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
   local a = settlement(i)
   local outcome, id, base = a[0], a[1], PER * tonumber(a[2])
   local ttl = tonumber(a[8])
   local key = 'rq:job:' .. id
-  push(zrems, K[base + 2], id .. ':' .. a[3])
-  if outcome == 'finished' then
+  local entry = id .. ':' .. a[3]
+  -- fencing: an outcome applies only while this execution's claim is still in the started registry;
+  -- once it is gone (another daemon reclaimed the job, or Redis lost it), nothing of it is written
+  local held = redis.call('ZSCORE', K[base + 2], entry)
+  if not held then
+    stale[#stale + 1] = id
+    outcome = 'stale'
+  else
+    push(zrems, K[base + 2], entry)
+  end
+  if outcome == 'stale' then -- dropped: reported to the daemon, which counts it
+  elseif outcome == 'finished' then
     redis.call('HSET', key, 'status', 'finished', 'started_at', a[4], 'ended_at', a[5])
     if ttl == 0 then
       redis.call('DEL', key)
@@ -203,4 +218,4 @@ for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
     n = n - #ids
   end
 end
-return {with_dependents, claimed, table.concat(emptied)}
+return {with_dependents, claimed, table.concat(emptied), stale}
