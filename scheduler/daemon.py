@@ -37,12 +37,14 @@ from scheduler.governor.policy import (
 )
 from scheduler.governor.pressure import Level
 from scheduler.governor.profile_store import ProfileStore
-from scheduler.intake import Intake
+from scheduler.intake import RENEW_SLACK_S, Intake
+from scheduler.lease import LeaseClock, Renewal
 from scheduler.metrics import Metrics
 from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
 from scheduler.notify import Notifier
 from scheduler.payload import decode_call, decode_options, past_deadline
 from scheduler.periodic import Periodic, marked_heartbeat
+from scheduler.pulse import Pulse
 from scheduler.queue import Entry, LocalQueue
 from scheduler.rqtime import unix_seconds
 from scheduler.slotpool import SlotPool, log_failure
@@ -58,7 +60,6 @@ TICK_S = 0.1
 FLUSH_S = 0.002  # a settled job reaches Redis at most this late (or when a batch fills)
 REFILL_AT = 4  # claim when the local queue has room for this many jobs (bigger batches: each call
 # has a fixed cost in the daemon and in Redis; the reply comes back before the slots run dry)
-HOUSEKEEPING_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +108,14 @@ class Daemon:
         self.breakers = Breakers(rules, self.metrics)
         self.periodic: Periodic | None = None  # made at start-up, once the allowlist is imported
         self._next_periodic: float | None = None
+        self.lease = LeaseClock(settings.lease_ttl_s, time.monotonic())
         self.stop_requested = False
         self.force_stop = False
-        self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {"resumed": 0, "dropped": 0, "stale": 0}
+        self.counts = dict.fromkeys(outcomes.COUNT_NAMES.values(), 0) | {
+            "resumed": 0,
+            "dropped": 0,
+            "stale": 0,
+        }
         self._waker = Waker(self.client, self.intake.queue_keys)
         self._pending: list[Settlement] = []
         self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
@@ -119,8 +125,9 @@ class Daemon:
         self._in_flight: InFlight | None = None
         self._next_housekeeping = 0.0
         self._poller = Poller()
+        self.pulse = Pulse()
         self.pool = SlotPool(
-            settings, self._poller, self.governor.monitor, self._settle_later, self._job_ended
+            settings, self._poller, self.governor.monitor, self._settle_later, self._job_ended, self.pulse
         )
         self.enforcer = Enforcer(settings, self.governor, self.pool, planner)
         self.log = logger.bind(daemon=self.id)
@@ -130,6 +137,7 @@ class Daemon:
     def startup(self) -> None:
         """Take the lease, recover dead daemons' jobs, start the slots."""
         self.client.ping()
+        self.lease = LeaseClock(self.settings.lease_ttl_s, time.monotonic())
         self.intake.announce()
         self._log_recovered(self.intake.recover())
         self.profiles.refresh(time.time(), force=True)
@@ -178,9 +186,13 @@ class Daemon:
         """One turn of the loop; returns True once the daemon may shut down."""
         self._poller.wait(FLUSH_S if self._pending else min(TICK_S, self.governor.interval_s))
         now, now_mono = time.time(), time.monotonic()
-        # claim and hand over first: a job that just arrived should not wait for a memory reading (the
-        # claim admits queues by the last reading, at most one governor interval old)
-        self._exchange(now)
+        self.pulse.beat(now_mono)
+        if self.lease.in_doubt(now_mono):
+            self._next_housekeeping = 0.0  # renew now: until it answers, nothing starts or is written
+        else:
+            # claim and hand over first: a job that just arrived should not wait for a memory reading
+            # (the claim admits queues by the last reading, at most one governor interval old)
+            self._exchange(now)
         self._read_arrivals()
         self.notifier.tick(now_mono)
         if self.governor.due(now_mono):
@@ -530,10 +542,12 @@ class Daemon:
     # --- housekeeping ----------------------------------------------------------------------------
 
     def _housekeeping(self, now: float) -> None:
-        # the lease is renewed here: at least twice per lease, or a 1 s lease lapses between renewals
-        self._next_housekeeping = now + min(HOUSEKEEPING_S, self.settings.lease_ttl_s / 2)
-        self.pool.close_idle_lane(time.monotonic(), self.settings.p0_lane_idle_s)
+        # the lease is renewed here (see LeaseClock.renewal_interval_s)
+        self._next_housekeeping = now + self.lease.renewal_interval_s()
+        sent_mono = time.monotonic()
+        self.pool.close_idle_lane(sent_mono, self.settings.p0_lane_idle_s)
         chores = self.intake.housekeeping(now, self._housekeeping_writes)
+        self._lease_answered(Renewal(chores.lease), sent_mono)
         self.profiles.refresh(now)
         if self.metrics.enabled:
             self.metrics.flush(gauges(self, chores.depths))
@@ -543,6 +557,48 @@ class Daemon:
             self.log.debug("moved {} scheduled jobs into their queues", chores.promoted)
         for index in self._empty - self._arrived:
             self._arm(index)  # a watch that could not be set (Redis refused or was away) is set again
+
+    def _lease_answered(self, renewal: Renewal, sent_mono: float) -> None:
+        if renewal is Renewal.LOST:
+            self._lease_lost()
+            return
+        if renewal is Renewal.TAKEN_AGAIN:
+            self.log.warning(
+                "lease lapsed (this daemon or Redis was away for over {:g} s) but no daemon had reclaimed "
+                "this one's jobs: lease taken again, jobs kept",
+                self.settings.lease_ttl_s,
+            )
+        self.lease.renewed(sent_mono)
+
+    def _lease_lost(self) -> None:
+        """Another daemon reclaimed this one's jobs (it was away past its lease): whatever it still holds
+        is someone else's now. Stop the running jobs, drop the local queue and the unwritten outcomes
+        (writing them would be refused anyway: see exchange.lua's fencing), and serve again under a new
+        id, so that nothing of the old one is ever mistaken for the new one's."""
+        running = self.pool.abandon()
+        local = self.local.drain()
+        pending, self._pending = self._pending, []
+        self.counts["stale"] += len(pending)
+        old, self.id = self.id, new_daemon_id()
+        self.intake.rejoin(self.id)
+        self.lease.renewed(time.monotonic())
+        self.log = logger.bind(daemon=self.id)
+        self.log.error(
+            "lease lost: daemon {} was away for over {:g} s and another daemon reclaimed its jobs; "
+            "stopped {} running jobs, dropped {} held locally and {} unwritten outcomes (their jobs are "
+            "another daemon's now); serving again as {}",
+            old,
+            self.settings.lease_ttl_s,
+            len(running),
+            len(local),
+            len(pending),
+            self.id,
+        )
+
+    def redis_back(self) -> None:
+        """Redis answers again after an outage: reclaim no peer for a lease, since they too were cut
+        off and need that long to renew (an outage is not a death)."""
+        self.intake.reclaim_after = time.monotonic() + self.settings.lease_ttl_s + RENEW_SLACK_S
 
     def _housekeeping_writes(self, pipe: redis.client.Pipeline) -> None:
         publish(pipe, self._status(), self.settings.lease_ttl_s)

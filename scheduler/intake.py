@@ -9,6 +9,9 @@ recovered by any daemon once this one's lease expires.
 from __future__ import annotations
 
 import base64
+import math
+import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from scheduler.scriptline import ScriptLine
 if TYPE_CHECKING:
     from settings import Settings
 
+RENEW_SLACK_S = 1.0  # reclaim.lua: Redis up for a lease plus this, so that every live daemon renewed
 LEASE_SLACK_S = 60  # RQ's own cleanup must not fail our running jobs: keep their score in the future
 CLAIM_STRIDE = 3 + len(FIELDS)
 PROMOTE_BATCH = 1000  # scheduled jobs moved per call at most
@@ -55,6 +59,7 @@ class Chores:
     depths: list[int]  # jobs waiting per priority, P0 first; -1 for a queue key that is not a list
     recovered: list[str]  # ids of dead daemons' jobs put back into their queues
     promoted: int  # scheduled jobs moved into their queues
+    lease: int = 1  # renew.lua's answer: 1 renewed, 2 taken again after a lapse, 0 lost
 
 
 class Intake:
@@ -65,6 +70,8 @@ class Intake:
         self.settings = settings
         self.daemon_id = daemon_id
         self.worker_name = f"adaptive-scheduler:{daemon_id}"
+        self.lease_token = uuid.uuid4().hex  # renewal checks it: a lease is this daemon's, not any SET's
+        self.reclaim_after = 0.0  # monotonic s: no reclaiming of peers before (set after an outage)
         self._next_execution = 0
         self.queue_keys = [keys.queue(name) for name in settings.queues]
         self._started_keys = [keys.started(name) for name in settings.queues]
@@ -84,30 +91,51 @@ class Intake:
         source = _source("exchange").replace("__FIELDS__", _lua_list(FIELDS[1:]))
         self._exchange = ScriptLine(client, source.replace("__KEYS__", _lua_list(self._exchange_keys)))
         self._reclaim = client.register_script(_source("reclaim"))
+        self._renew = client.register_script(_source("renew"))
         self._reclaim_keys = self.queue_keys + self._started_keys + [keys.DAEMONS]
         self._promote = client.register_script(_source("promote"))
         self._promote_keys = [keys.scheduled(name) for name in settings.queues] + self.queue_keys
 
     def announce(self) -> None:
-        """Take (or renew) this daemon's lease and register the queues with RQ (`rq info` lists them)."""
+        """Take this daemon's lease (with its token) and register the queues with RQ (`rq info`)."""
         with self.client.pipeline(transaction=False) as pipe:
-            self._announce(pipe)
+            pipe.set(self._lease_key, self.lease_token, px=self._lease_ms)
+            pipe.sadd(keys.DAEMONS, self.daemon_id)
+            pipe.sadd(keys.RQ_QUEUES, *self.queue_keys)
             pipe.execute()
 
-    def _announce(self, pipe: redis.Redis) -> None:
-        pipe.set(
-            keys.daemon_lease(self.daemon_id), self.worker_name, px=int(self.settings.lease_ttl_s * 1000)
-        )
-        pipe.sadd(keys.DAEMONS, self.daemon_id)
-        pipe.sadd(keys.RQ_QUEUES, *self.queue_keys)
+    def rejoin(self, daemon_id: str) -> None:
+        """Come back under a new id (this one's lease was lost): new lease, new execution ids."""
+        self.daemon_id = daemon_id
+        self.worker_name = f"adaptive-scheduler:{daemon_id}"
+        self.lease_token = uuid.uuid4().hex
+        self.announce()
+
+    @property
+    def _lease_key(self) -> str:
+        return keys.daemon_lease(self.daemon_id)
+
+    @property
+    def _lease_ms(self) -> int:
+        return int(self.settings.lease_ttl_s * 1000)
+
+    def _renew_args(self) -> tuple[list[str], list[str | int]]:
+        return [self._lease_key, keys.DAEMONS], [self.lease_token, self._lease_ms, self.daemon_id]
+
+    def renew(self) -> int:
+        """Renew the lease now (see renew.lua): 1 renewed, 2 taken again after a lapse, 0 lost."""
+        lease_keys, args = self._renew_args()
+        return int(self._renew(keys=lease_keys, args=args))
 
     def housekeeping(self, now: float, also: Callable[[redis.Redis], None]) -> Chores:
         """Renew the lease, read the queue depths, put back dead daemons' claims, move due scheduled
         jobs and whatever `also` adds to the pipeline, in one round trip: the daemon's loop waits for
         it, and so would a P0 job arriving meanwhile."""
+        lease_keys, renew_args = self._renew_args()
+        reclaim_args = self._dead_args()
         with self.client.pipeline(transaction=False) as pipe:
-            self._announce(pipe)
-            reclaim_args = ["dead", keys.daemon_lease("")]
+            pipe.evalsha(self._renew.sha, len(lease_keys), *lease_keys, *renew_args)
+            pipe.sadd(keys.RQ_QUEUES, *self.queue_keys)
             pipe.evalsha(self._reclaim.sha, len(self._reclaim_keys), *self._reclaim_keys, *reclaim_args)
             pipe.evalsha(self._promote.sha, len(self._promote_keys), *self._promote_keys, now, PROMOTE_BATCH)
             for key in self.queue_keys:
@@ -115,19 +143,26 @@ class Intake:
             also(pipe)
             replies = pipe.execute(raise_on_error=False)
         n = len(self.queue_keys)
-        (recovered, promoted), depth_replies = replies[3:5], replies[5 : 5 + n]
-        for reply in (*replies[:5], *replies[5 + n :]):  # a depth's error means "not a list": -1
+        (lease, _, recovered, promoted), depth_replies = replies[:4], replies[4 : 4 + n]
+        for reply in (*replies[:4], *replies[4 + n :]):  # a depth's error means "not a list": -1
             if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
                 raise reply
-        if isinstance(recovered, NoScriptError) or isinstance(promoted, NoScriptError):
+        if any(isinstance(reply, NoScriptError) for reply in (lease, recovered, promoted)):
             # Redis lost its scripts (a restart, SCRIPT FLUSH): the plain calls load them again
-            recovered_ids, moved = self.recover(), self.promote_scheduled(now)
-            return Chores(self.depths(), recovered_ids, moved)
-        return Chores(_depths(depth_replies), [raw.decode() for raw in recovered], int(promoted))
+            return Chores(self.depths(), self.recover(), self.promote_scheduled(now), self.renew())
+        found = [raw.decode() for raw in recovered]
+        return Chores(_depths(depth_replies), found, int(promoted), int(lease))
+
+    def _dead_args(self) -> list[str | int]:
+        """reclaim.lua's arguments in "dead" mode; after this daemon's own outage, an uptime no Redis
+        has, so that it reclaims nothing until its peers have had a lease's time to renew theirs."""
+        wait = time.monotonic() < self.reclaim_after
+        uptime_s = 2**62 if wait else math.ceil(self.settings.lease_ttl_s + RENEW_SLACK_S)
+        return ["dead", keys.daemon_lease(""), uptime_s]
 
     def release_lease(self) -> None:
         """Drop the lease and the published status on a clean stop (after everything was settled)."""
-        self.client.delete(keys.daemon_lease(self.daemon_id), keys.daemon_status(self.daemon_id))
+        self.client.delete(self._lease_key, keys.daemon_status(self.daemon_id))
         self._exchange.close()
 
     def exchange(self, settlements: list[Settlement], claim: int, now: float, queues: int = 4) -> Claim:
@@ -154,7 +189,7 @@ class Intake:
         args.append(len(settlements))
         for item in settlements:
             args.extend(_settle_args(item, self.settings.default_result_ttl_s))
-        args.append(queues)
+        args.extend((queues, self._lease_key, self.lease_token))
         return self._exchange.send(args)
 
     def receive_exchange(self) -> Claim:
@@ -168,14 +203,14 @@ class Intake:
         return Claim(claimed, missing, empty, broken, [raw.decode(errors="replace") for raw in stale])
 
     def recover(self) -> list[str]:
-        """Put back the claims of daemons whose lease expired; returns the recovered job ids."""
-        return self._reclaim_where(["dead", keys.daemon_lease("")])
+        """Put back the claims of daemons whose lease expired while Redis was up; returns their ids."""
+        return self._reclaim_where(self._dead_args())
 
     def reconcile(self, held_executions: list[str]) -> list[str]:
         """Put back this daemon's claims it does not hold (a reply lost with a dropped connection)."""
         return self._reclaim_where(["mine", self.daemon_id, *held_executions])
 
-    def _reclaim_where(self, args: list[str]) -> list[str]:
+    def _reclaim_where(self, args: list[str | int]) -> list[str]:
         recovered = self._reclaim(keys=self._reclaim_keys, args=args)
         return [raw.decode() for raw in recovered]
 

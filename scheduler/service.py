@@ -24,6 +24,7 @@ from scheduler.redis_server import RedisServer
 if TYPE_CHECKING:
     from settings import Settings
 
+PULSE_WHILE_WAITING_S = 0.1
 EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: systemd's Restart=on-failure brings the daemon back
 
 
@@ -76,13 +77,23 @@ def _tick(daemon: Daemon, outage: list[int], signals: list[int]) -> bool:
             logger.warning("Redis unreachable, retrying with backoff: {}", exc)
         daemon.notifier.status(f"DEGRADED: Redis unreachable ({exc}); retrying with backoff")
         daemon.notifier.tick(time.monotonic())  # the loop is alive: only a hung loop should miss pings
-        time.sleep(min(backoff_s(outage[0]), daemon.notifier.watchdog_s or 5.0))
+        _wait_alive(daemon, min(backoff_s(outage[0]), daemon.notifier.watchdog_s or 5.0))
         outage[0] += 1
         return daemon.stop_requested and daemon.force_stop
     if outage[0]:
         logger.info("Redis reachable again after {} attempts", outage[0])
+        daemon.redis_back()
         outage[0] = 0
     return done
+
+
+def _wait_alive(daemon: Daemon, seconds: float) -> None:
+    """Sleep through a backoff while keeping the pulse beating: the slots' jobs run on through a Redis
+    outage (whether they are still this daemon's is for the lease renewal to say once Redis is back)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        daemon.pulse.beat(time.monotonic())
+        time.sleep(min(left, PULSE_WHILE_WAITING_S))
 
 
 def _loop(daemon: Daemon, until_idle: bool, demo_ids: list[str], signals: list[int]) -> None:

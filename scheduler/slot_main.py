@@ -22,13 +22,17 @@ import signal
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from scheduler.channel import Channel
 from scheduler.governor.heap import HeapCell, start_sampler
+from scheduler.pulse import Pulse
 from tasks import sdk
+
+if TYPE_CHECKING:
+    from scheduler.slots import SlotSpec
 
 # Messages, daemon -> slot: (job_id, func_path, args, kwargs, resume_state), or None to exit.
 # slot -> daemon: ("ready", pid) once; ("checkpoint", job_id, state JSON) any number of times during
@@ -39,31 +43,42 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def serve(
-    conn: Channel,
-    serializer: str,
-    one_job: bool,
-    heap: HeapCell | None = None,
-    heap_interval_s: float = 0.1,
-) -> None:
-    """Run calls from `conn` until told to stop (or after one call when `one_job`)."""
+def serve(conn: Channel, spec: SlotSpec, heap: HeapCell | None = None) -> None:
+    """Run calls from `conn` until told to stop (or after one call when `spec.one_job`)."""
     os.setpgrp()
     _die_with_parent()
     _own_signals()  # the daemon's handlers were inherited by the fork
-    dumps = _pickle_dumps if serializer == "pickle" else _json_dumps
+    dumps = _pickle_dumps if spec.serializer == "pickle" else _json_dumps
     send = conn.send
 
-    if heap is not None:
-        start_sampler(heap, heap_interval_s)  # before "ready": the daemon takes its first reading as the base
+    if heap is not None:  # before "ready": the daemon takes its first reading as the base
+        switch = _dead_mans_switch(spec.pulse, spec.fence_s, heap) if spec.pulse is not None else None
+        start_sampler(heap, spec.heap_interval_s, switch)
     send(("ready", os.getpid()))
     while (message := conn.receive()) is not None:
+        _running[0] = True
         outcome = run(message, dumps, send)
+        _running[0] = False
         _end_leftovers()
         _own_signals()
         send(outcome)
-        if one_job:
+        if spec.one_job:
             break
     conn.close()
+
+
+_running = [False]  # a job runs in this slot (read by the sampler thread)
+
+
+def _dead_mans_switch(pulse: Pulse, fence_s: float, heap: HeapCell) -> Callable[[], None]:
+    """Stop this slot's job once the daemon has been silent for `fence_s` (scheduler.pulse)."""
+
+    def check() -> None:
+        if _running[0] and pulse.age(time.monotonic()) > fence_s:
+            heap.mark_fenced()
+            os.killpg(os.getpgrp(), signal.SIGKILL)  # the job, its children, and this slot
+
+    return check
 
 
 def run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -16,8 +17,10 @@ from scheduler import checkpoint, outcomes
 from scheduler.events import Poller
 from scheduler.governor.monitor import Monitor
 from scheduler.governor.victim import Kind
+from scheduler.lease import renewal_interval_s
 from scheduler.model import Outcome, Settlement
-from scheduler.slots import End, Running, Slot
+from scheduler.pulse import Pulse, fence_after_s
+from scheduler.slots import End, Running, Slot, SlotSpec
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -33,6 +36,7 @@ class SlotPool:
         monitor: Monitor,
         settle: Callable[[Settlement], None],
         ended: Callable[[Running, End, float], None],
+        pulse: Pulse,
     ) -> None:
         self.settings = settings
         self.slots: list[Slot] = []
@@ -43,6 +47,8 @@ class SlotPool:
         self._ended = ended  # told of every job that left a slot (but at a daemon stop), with its run time
         self._lane_used_mono = 0.0
         self._retiring: list[Slot] = []  # killed slots not yet reaped
+        fence_s = fence_after_s(settings.lease_ttl_s, renewal_interval_s(settings.lease_ttl_s))
+        self._spec = SlotSpec(settings.serializer, False, settings.sample_interval_s, 0, pulse, fence_s)
         self.log = logger
 
     def start(self) -> None:
@@ -120,6 +126,17 @@ class SlotPool:
             else:
                 slot.stop()
         return unfinished
+
+    def abandon(self) -> list[Running]:
+        """Kill every running job and replace its slot, writing no outcome (the jobs are no longer this
+        daemon's: its lease was lost); returns them."""
+        abandoned = []
+        for slot in list(self.slots):
+            running, slot.running = slot.running, None
+            if running is not None:
+                abandoned.append(running)
+                self._swap(slot)
+        return abandoned
 
     def reap_timeouts(self, now_mono: float) -> None:
         """Stop jobs past their timeout, and preempted jobs past their grace period."""
@@ -247,18 +264,33 @@ class SlotPool:
     def _replace(self, slot: Slot) -> None:
         """Settle the job of a slot that died (or finished its one job) and start a new slot."""
         running, slot.running = slot.running, None
-        if running is not None:
+        if running is not None and slot.heap.fenced():
+            self._put_back_fenced(slot, running)
+        elif running is not None:
             now = time.time()
             self._fail(running, f"{running.call.func_path}: {slot.death_reason()}", now, now)
             self.log.warning("slot {} (pid {}) replaced: {}", slot.index, slot.pid, slot.death_reason())
         self._swap(slot)
+
+    def _put_back_fenced(self, slot: Slot, running: Running) -> None:
+        """The slot stopped its own job because this daemon was silent past its fence (frozen): the job
+        goes back to the front of its queue, if it is still this daemon's when the outcome is written."""
+        now = time.time()
+        self._settle(outcomes.preempted(running.job, running.checkpoint, now, now))
+        self.log.bind(job_id=running.job.id).warning(
+            "slot {} stopped job {} itself: this daemon was silent past its fence (frozen?); the job goes "
+            "back to its queue unless another daemon has it",
+            slot.index,
+            running.job.id,
+        )
+        self._ended(running, End.INTERRUPTED, 0.0)
 
     # --- slot processes --------------------------------------------------------------------------
 
     def _new_slot(self, index: int) -> Slot:
         one_job = self.settings.slot_mode == "fresh"
         nice = 0 if self._is_lane_index(index) else self.settings.slot_nice  # the P0 lane: not niced
-        slot = Slot(index, self.settings.serializer, one_job, self.settings.sample_interval_s, nice)
+        slot = Slot(index, replace(self._spec, one_job=one_job, nice=nice))
         message_fd, exit_fd = slot.fds
         self._poller.add(message_fd, lambda: self._on_message(slot))
         self._poller.add(exit_fd, lambda: self._on_exit(slot))

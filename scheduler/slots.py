@@ -27,6 +27,7 @@ from scheduler.channel import Channel
 from scheduler.governor.heap import HeapCell
 from scheduler.governor.victim import Kind
 from scheduler.model import Call, ClaimedJob, JobOptions
+from scheduler.pulse import Pulse
 from tasks.registry import TaskInfo
 
 START_TIMEOUT_S = 10.0
@@ -76,12 +77,22 @@ class Running:
         return max(0, (self.need if self.need is not None else unprofiled_bytes) - self.footprint)
 
 
+@dataclass(frozen=True, slots=True)
+class SlotSpec:
+    """How slot processes are made: the same for every slot of a pool (the P0 lane aside: its nice)."""
+
+    serializer: str
+    one_job: bool  # fresh mode: one job, then the process exits
+    heap_interval_s: float = 0.1  # how often the slot writes its malloc reading
+    nice: int = 0
+    pulse: Pulse | None = None  # the daemon's pulse, for the slot's dead man's switch
+    fence_s: float = 0.0  # ... which stops the job once the daemon has been silent this long
+
+
 class Slot:
     """One slot process and the job it runs (at most one)."""
 
-    def __init__(
-        self, index: int, serializer: str, one_job: bool, heap_interval_s: float = 0.1, nice: int = 0
-    ) -> None:
+    def __init__(self, index: int, spec: SlotSpec) -> None:
         self.index = index
         self.running: Running | None = None
         self.started_mono = time.monotonic()
@@ -90,7 +101,7 @@ class Slot:
         self.exitcode: int | None = None
         self.conn, child_conn = Channel.pair()
         self.heap = HeapCell()  # the slot writes its malloc reading here (scheduler.governor.heap)
-        self.pid = _fork_slot(child_conn, serializer, one_job, self.heap, heap_interval_s, nice)
+        self.pid = _fork_slot(child_conn, spec, self.heap)
         child_conn.close()
         self.pidfd = os.pidfd_open(self.pid)
 
@@ -197,9 +208,7 @@ class Slot:
             os.close(self.pidfd)
 
 
-def _fork_slot(
-    conn: Channel, serializer: str, one_job: bool, heap: HeapCell, heap_interval_s: float, nice: int
-) -> int:
+def _fork_slot(conn: Channel, spec: SlotSpec, heap: HeapCell) -> int:
     """Fork a slot process running `slot_main.serve` on `conn`, `nice` steps below the daemon's CPU
     priority; returns its pid (in the daemon)."""
     pid = os.fork()
@@ -210,9 +219,9 @@ def _fork_slot(
         keep = conn.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
-        if nice:
-            os.nice(nice)
-        slot_main.serve(conn, serializer, one_job, heap, heap_interval_s)
+        if spec.nice:
+            os.nice(spec.nice)
+        slot_main.serve(conn, spec, heap)
     except BaseException:  # the slot must never return into the daemon's code
         code = 70
     finally:

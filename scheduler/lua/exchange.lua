@@ -23,7 +23,8 @@
 --   checkpoint to resume from ("" for none), the same for stopped (whose exc_info is the plain reason);
 --   for skipped and shed the pressure level; for deferred
 --   the unix time to run at;
---   then how many queues the claim may take from (4: all; 1: P0 only, under memory pressure).
+--   then how many queues the claim may take from (4: all; 1: P0 only, under memory pressure), this
+--   daemon's lease key and the token it holds there.
 -- The job-hash fields returned for each claimed job are written into this source when it is loaded
 -- (the `fields` table below; see scheduler.payload.FIELDS), so they are not sent with every call.
 -- Every outcome is fenced: it is written only if its execution's started-registry entry is still
@@ -168,8 +169,11 @@ if #dependents > 0 and redis.call('EXISTS', unpack(dependents)) > 0 then
   end
 end
 
--- claim
+-- claim: only under this daemon's own lease (a daemon that lost it, and was reclaimed, claims nothing;
+-- nobody would reclaim claims made under an id no longer in the daemon set)
 local n = tonumber(ARGV[4])
+local lease_key, token = ARGV[11 + settled * STRIDE], ARGV[12 + settled * STRIDE]
+if n > 0 and redis.call('GET', lease_key) ~= token then n = 0 end
 local counter = tonumber(ARGV[6])
 local default_timeout, slack = tonumber(ARGV[7]), tonumber(ARGV[8])
 local fields = {__FIELDS__}
