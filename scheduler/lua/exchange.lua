@@ -36,7 +36,7 @@
 --   too; "!" when the entry is not ours: not an RQ job id (RQ allows [A-Za-z0-9_-]), or its key holds
 --   another type than a hash; such entries are dropped and their keys left untouched), the job's
 --   timeout, then one value per requested field. `emptied` has one character per
---   queue, "1" where this claim found the queue empty (popped fewer ids than it asked for), "2" where
+--   queue, "1" where this claim left the queue empty (popped fewer ids than it asked for, or all it held), "2" where
 --   the queue's key is not a list (another application's key, or a damaged one): it is not served.
 local now, iso, worker = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local K = {__KEYS__}
@@ -185,7 +185,9 @@ for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
   if type(ids) == 'table' and ids.err then -- the queue key is not a list: say so, serve the others
     emptied[qi + 1] = '2'
     ids = nil
-  elseif not ids or #ids < n then emptied[qi + 1] = '1' end
+  elseif not ids or #ids < n or redis.call('LLEN', K[PER * qi + 1]) == 0 then
+    emptied[qi + 1] = '1' -- empty now (also when it held exactly what was asked): the waker watches it
+  end
   if ids then
     local members = {}
     for _, id in ipairs(ids) do
