@@ -217,7 +217,7 @@ class Daemon:
         self._waker.close()
         try:
             written = self.intake.exchange(batch, 0, time.time())
-            self._count(batch, written.stale)
+            self._count(batch, written.stale, written.damaged)
             self.intake.release_lease()
         except redis.RedisError as exc:
             if batch:
@@ -321,7 +321,8 @@ class Daemon:
             self._pending = flight.batch + self._pending
             self._unsure = True
             raise
-        self._count(flight.batch, claim.stale)
+        self._count(flight.batch, claim.stale, claim.damaged)
+        self._note_damaged(claim.damaged)
         for job in claim.jobs:
             self.local.push(job)
         if self._unsure:  # after the push: the jobs this reply claimed are held, not lost
@@ -521,9 +522,12 @@ class Daemon:
         """Queue an outcome for the next exchange (the list object is swapped at each one)."""
         self._pending.append(settlement)
 
-    def _count(self, batch: list[Settlement], stale: list[str] | None = None) -> None:
-        """Count what the exchange wrote; outcomes it dropped as stale (fencing) are counted apart."""
-        dropped = set(stale or ())
+    def _count(
+        self, batch: list[Settlement], stale: list[str] | None = None, damaged: list[str] | None = None
+    ) -> None:
+        """Count what the exchange wrote; outcomes it dropped (stale by fencing, or for a damaged job
+        hash) are counted apart."""
+        dropped = {*(stale or ()), *(damaged or ())}
         for item in batch:
             if item.job.id in dropped:
                 continue
@@ -623,6 +627,16 @@ class Daemon:
                 "queue key {} is not a list (another application's key?): its jobs are not served until "
                 "it is fixed or deleted",
                 self.intake.queue_keys[index],
+            )
+
+    def _note_damaged(self, damaged: list[str]) -> None:
+        if damaged:
+            self.counts["dropped"] += len(damaged)
+            self.log.error(
+                "dropped the outcomes of {} jobs whose hash was deleted or replaced by another type of key "
+                "while they ran (nothing written for them; the rest of the batch was): {}",
+                len(damaged),
+                damaged[:10],
             )
 
     def _note_missing(self, missing: list[str]) -> None:

@@ -194,13 +194,15 @@ class Intake:
 
     def receive_exchange(self) -> Claim:
         """The outcome of the exchange in flight."""
-        with_dependents, flat, emptied, stale = self._exchange.receive()
+        with_dependents, flat, emptied, stale, damaged = self._exchange.receive()
         for raw_id in with_dependents:
             self._enqueue_dependents(raw_id.decode())
         claimed, missing = _parse_claim(flat)
         empty = {i for i, flag in enumerate(emptied) if flag == ord("1")}
         broken = {i for i, flag in enumerate(emptied) if flag == ord("2")}
-        return Claim(claimed, missing, empty, broken, [raw.decode(errors="replace") for raw in stale])
+        stale_ids = [raw.decode(errors="replace") for raw in stale]
+        damaged_ids = [raw.decode(errors="replace") for raw in damaged]
+        return Claim(claimed, missing, empty, broken, stale_ids, damaged_ids)
 
     def recover(self) -> list[str]:
         """Put back the claims of daemons whose lease expired while Redis was up; returns their ids."""
@@ -247,6 +249,7 @@ class Claim:
     emptied: set[int]  # priority indexes of the queues this claim found empty
     broken: set[int] = field(default_factory=set)  # ... whose key is not a list: not served
     stale: list[str] = field(default_factory=list)  # ids whose outcome was dropped: claim no longer ours
+    damaged: list[str] = field(default_factory=list)  # ... dropped: job hash gone or not a hash
 
 
 def _parse_claim(flat: list[bytes | int]) -> tuple[list[ClaimedJob], list[str]]:

@@ -66,16 +66,18 @@ def backoff_s(attempt: int, base_s: float = 0.1, cap_s: float = 5.0) -> float:
 
 
 def _tick(daemon: Daemon, outage: list[int], signals: list[int]) -> bool:
-    """One tick; a Redis outage is logged once, waited out with backoff, and does not stop the daemon."""
+    """One tick; a Redis outage or any Redis error is logged once, waited out with backoff, and does not
+    stop the daemon."""
     _act_on_signals(daemon, signals)
     try:
         done = daemon.tick()
         if outage[0]:
             daemon.client.ping()  # a turn may make no Redis call at all: ask before saying it is back
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except redis.RedisError as exc:  # no Redis error stops the daemon: each one is waited out
+        trouble = redis_trouble(exc)
         if not outage[0]:
-            logger.warning("Redis unreachable, retrying with backoff: {}", exc)
-        daemon.notifier.status(f"DEGRADED: Redis unreachable ({exc}); retrying with backoff")
+            logger.warning("{}, retrying with backoff: {}", trouble, exc)
+        daemon.notifier.status(f"DEGRADED: {trouble} ({exc}); retrying with backoff")
         daemon.notifier.tick(time.monotonic())  # the loop is alive: only a hung loop should miss pings
         _wait_alive(daemon, min(backoff_s(outage[0]), daemon.notifier.watchdog_s or 5.0))
         outage[0] += 1
@@ -85,6 +87,39 @@ def _tick(daemon: Daemon, outage: list[int], signals: list[int]) -> bool:
         daemon.redis_back()
         outage[0] = 0
     return done
+
+
+def redis_trouble(exc: redis.RedisError) -> str:
+    """What a Redis error means for the daemon, in a few words (the DEGRADED status and the log).
+
+    Every one is answered the same way (back off, keep the outcomes not yet written, retry: a claim is
+    part of the same script as the settle, so nothing is claimed that cannot be settled), but an
+    operator needs to know which it is: a restart, a full Redis, a replica after a failover.
+    """
+    text = str(exc)
+    match exc:
+        case redis.ConnectionError() | redis.TimeoutError() if not text.startswith("LOADING"):
+            return "Redis unreachable"
+        case redis.exceptions.OutOfMemoryError():
+            return "Redis is full (maxmemory reached; it refuses writes)"
+        case redis.exceptions.ReadOnlyError():
+            return "Redis is a read-only replica (a failover, or a wrong address)"
+        case redis.exceptions.MasterDownError():
+            return "Redis replica lost its master"
+    for prefix, meaning in REPLY_PREFIXES:
+        if text.startswith(prefix):
+            return meaning
+    return "Redis refused a command"
+
+
+REPLY_PREFIXES = (
+    ("LOADING", "Redis is loading its data after a restart"),
+    ("BUSY", "Redis is busy running a script"),
+    ("MISCONF", "Redis cannot persist and refuses writes"),
+    ("NOPERM", "the Redis user lacks a permission"),
+    ("NOAUTH", "Redis asks for a password"),
+    ("WRONGTYPE", "a Redis key holds the wrong type"),
+)
 
 
 def _wait_alive(daemon: Daemon, seconds: float) -> None:

@@ -30,8 +30,8 @@
 -- Every outcome is fenced: it is written only if its execution's started-registry entry is still
 -- there, and the ids of those that were not (stale: reclaimed by another daemon, or lost with Redis'
 -- data) are returned, so a daemon that lost its claims never writes over the work of another.
--- Returns {ids of settled jobs whose dependents wait, flat claim list, emptied, stale ids}; the claim
--- list holds,
+-- Returns {ids of settled jobs whose dependents wait, flat claim list, emptied, stale ids, damaged ids
+-- (job hash gone or not a hash: nothing written)}; the claim list holds,
 --   per job: priority index, job id, execution id ("" when the job hash is gone: RQ drops such ids
 --   too; "!" when the entry is not ours: not an RQ job id (RQ allows [A-Za-z0-9_-]), or its key holds
 --   another type than a hash; such entries are dropped and their keys left untouched), the job's
@@ -82,7 +82,7 @@ end
 
 -- settle
 local dependents = {}
-local stale = {}
+local stale, damaged = {}, {}
 for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
   local a = settlement(i)
   local outcome, id, base = a[0], a[1], PER * tonumber(a[2])
@@ -97,6 +97,12 @@ for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
     outcome = 'stale'
   else
     push(zrems, K[base + 2], entry)
+    -- one damaged job must not cost the batch: a job hash deleted or replaced by another type of key
+    -- while the job ran is reported, its claim removed, and nothing written for it
+    if redis.call('TYPE', key)['ok'] ~= 'hash' then
+      damaged[#damaged + 1] = id
+      outcome = 'stale'
+    end
   end
   if outcome == 'stale' then -- dropped: reported to the daemon, which counts it
   elseif outcome == 'finished' then
@@ -224,4 +230,4 @@ for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
     n = n - #ids
   end
 end
-return {with_dependents, claimed, table.concat(emptied), stale}
+return {with_dependents, claimed, table.concat(emptied), stale, damaged}
