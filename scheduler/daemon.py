@@ -601,8 +601,11 @@ class Daemon:
 
     def redis_back(self) -> None:
         """Redis answers again after an outage: reclaim no peer for a lease, since they too were cut
-        off and need that long to renew (an outage is not a death)."""
+        off and need that long to renew (an outage is not a death); and reconcile this daemon's own
+        claims, since a Redis that restarted or failed over may have lost writes it had acknowledged
+        (a settle lost there leaves a claim this daemon no longer holds: it goes back to its queue)."""
         self.intake.reclaim_after = time.monotonic() + self.settings.lease_ttl_s + RENEW_SLACK_S
+        self._unsure = True
 
     def _housekeeping_writes(self, pipe: redis.client.Pipeline) -> None:
         publish(pipe, self._status(), self.settings.lease_ttl_s)

@@ -149,7 +149,8 @@ class Intake:
                 raise reply
         if any(isinstance(reply, NoScriptError) for reply in (lease, recovered, promoted)):
             # Redis lost its scripts (a restart, SCRIPT FLUSH): the plain calls load them again
-            return Chores(self.depths(), self.recover(), self.promote_scheduled(now), self.renew())
+            lease, recovered_ids, moved = self.renew(), self.recover(), self.promote_scheduled(now)
+            return Chores(self.depths(), recovered_ids, moved, lease)  # depths after the moves
         found = [raw.decode() for raw in recovered]
         return Chores(_depths(depth_replies), found, int(promoted), int(lease))
 

@@ -96,28 +96,31 @@ def redis_trouble(exc: redis.RedisError) -> str:
     part of the same script as the settle, so nothing is claimed that cannot be settled), but an
     operator needs to know which it is: a restart, a full Redis, a replica after a failover.
     """
+    for kind, meaning in ERROR_CLASSES:  # redis-py strips the reply's code for these
+        if isinstance(exc, kind):
+            return meaning
     text = str(exc)
-    match exc:
-        case redis.ConnectionError() | redis.TimeoutError() if not text.startswith("LOADING"):
-            return "Redis unreachable"
-        case redis.exceptions.OutOfMemoryError():
-            return "Redis is full (maxmemory reached; it refuses writes)"
-        case redis.exceptions.ReadOnlyError():
-            return "Redis is a read-only replica (a failover, or a wrong address)"
-        case redis.exceptions.MasterDownError():
-            return "Redis replica lost its master"
     for prefix, meaning in REPLY_PREFIXES:
         if text.startswith(prefix):
             return meaning
     return "Redis refused a command"
 
 
+E = redis.exceptions
+ERROR_CLASSES: tuple[tuple[type[Exception], str], ...] = (
+    (E.BusyLoadingError, "Redis is loading its data after a restart"),  # before ConnectionError: a subclass
+    (E.OutOfMemoryError, "Redis is full (maxmemory reached; it refuses writes)"),
+    (E.ReadOnlyError, "Redis is a read-only replica (a failover, or a wrong address)"),
+    (E.MasterDownError, "Redis replica lost its master"),
+    (E.NoPermissionError, "the Redis user lacks a permission"),
+    (E.AuthenticationError, "Redis refused the credentials"),
+    (E.ConnectionError, "Redis unreachable"),
+    (E.TimeoutError, "Redis unreachable"),
+)
 REPLY_PREFIXES = (
-    ("LOADING", "Redis is loading its data after a restart"),
     ("BUSY", "Redis is busy running a script"),
     ("MISCONF", "Redis cannot persist and refuses writes"),
     ("NOPERM", "the Redis user lacks a permission"),
-    ("NOAUTH", "Redis asks for a password"),
     ("WRONGTYPE", "a Redis key holds the wrong type"),
 )
 

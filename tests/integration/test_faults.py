@@ -306,7 +306,9 @@ def test_housekeeping_after_redis_lost_its_scripts_still_recovers_and_promotes(
     assert [job.id for job in dead.exchange([], 1, time.time()).jobs] == [orphan]
     client.delete(keys.daemon_lease("dead"))  # its lease is gone: it died
     due = queue(client, 2).enqueue_at(datetime.now(UTC) - timedelta(seconds=1), "tests.fixtures.jobs.noop").id
-    daemon = Daemon(load_settings(), redis_url)
+    daemon = Daemon(load_settings(lease_ttl_s=1), redis_url)
+    # reclaiming waits until Redis has been up for a lease and a second (an outage is not a death)
+    wait_until(lambda: client.info("server")["uptime_in_seconds"] >= 2, timeout_s=5)
     try:
         daemon.intake.announce()
         client.script_flush()

@@ -25,7 +25,11 @@ def status(client: redis.Redis, job_id: str) -> JobStatus:
         (redis.exceptions.OutOfMemoryError("OOM command not allowed"), "Redis is full"),
         (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), "read-only replica"),
         (redis.exceptions.MasterDownError("MASTERDOWN Link with MASTER is down"), "lost its master"),
-        (redis.exceptions.BusyLoadingError("LOADING Redis is loading the dataset"), "loading its data"),
+        (redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"), "loading its data"),
+        (
+            redis.exceptions.NoPermissionError("User x has no permissions to run 'evalsha'"),
+            "lacks a permission",
+        ),
         (redis.ResponseError("BUSY Redis is busy running a script"), "busy running a script"),
         (redis.ResponseError("MISCONF Redis is configured to save RDB snapshots"), "cannot persist"),
         (redis.ResponseError("WRONGTYPE Operation against a key"), "wrong type"),
@@ -58,7 +62,7 @@ def test_a_full_redis_degrades_the_daemon_which_keeps_its_outcomes_and_resumes_b
         after = queue(client, 1).enqueue("tests.fixtures.jobs.add", 1, 1).id
         wait_until(lambda: status(client, after) == JobStatus.FINISHED)
         assert daemon.process.poll() is None
-    assert "lease lost" not in daemon.output()
+        assert "lease lost" not in daemon.output()
 
 
 def test_a_job_hash_replaced_while_its_job_runs_costs_that_job_only(
