@@ -11,7 +11,7 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from tests.helpers import FIXTURES, cli, running_daemon, wait_until
+from tests.helpers import FIXTURES, cli, queue, running_daemon, wait_until
 
 
 def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: str) -> None:
@@ -77,6 +77,20 @@ def test_bad_settings_stop_start_up_with_one_line_and_exit_code_2(tmp_path: Path
     assert result.returncode == 2
     expected = "invalid setting slots (ASCHED_SLOTS) = '0': Input should be greater than or equal to 1"
     assert result.stderr.strip() == f"adaptive-scheduler: {expected}"
+
+
+def test_a_job_running_the_cli_inherits_an_environment_the_settings_accept(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given a daemon configured through ASCHED_ variables, one of them the project's own non-setting
+    env = {"ASCHED_SLOTS": "1", "ASCHED_TEST_CANARY": "/nonexistent/canary"}
+    with running_daemon(redis_url, env=env):
+        # When one of its jobs runs the command line, in the environment the slot gave it
+        job = queue(client, 1).enqueue("tests.fixtures.jobs.run_cli", ["status", "--json"])
+        wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout_s=30)
+    # Then nothing the daemon or the slot added stops the settings from loading
+    code, stderr = job.return_value()
+    assert code == 0, stderr
 
 
 def test_run_without_redis_url_runs_the_demo_on_an_embedded_redis(tmp_path: Path) -> None:
