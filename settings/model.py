@@ -332,4 +332,4 @@ class Settings(RedisUrlText, BaseSettings):
 
 def _size(value: int) -> str:
     """A byte count in the units it was most likely written in: 400000000 as 400.0MB, 2**26 as 64.0MiB."""
-    return ByteSize(value).human_readable(decimal=value % 1024 != 0)
+    return ByteSize(value).human_readable(decimal=value % 1000 == 0)
