@@ -18,13 +18,12 @@ import redis
 from loguru import logger
 
 from scheduler.daemon import Daemon
+from scheduler.exits import EXIT_SOFTWARE
 from scheduler.notify import Notifier
 from scheduler.redis_server import RedisServer
 
 if TYPE_CHECKING:
     from settings import Settings
-
-EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: systemd's Restart=on-failure brings the daemon back
 
 
 def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> int:
