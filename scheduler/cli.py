@@ -1,6 +1,7 @@
 """Command line: `run`, `enqueue`, `shed`, `status`, `tasks`.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad input or settings.
+Exit codes: 0 ok, 1 runtime failure, 2 bad input or settings, 69 Redis cannot be reached
+(see scheduler/exits.py).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from loguru import logger
 import tasks
 from scheduler import checkpoint, outcomes
 from scheduler.breaker import BreakerRules, Breakers
-from scheduler.errors import PayloadError, StartupError
+from scheduler.errors import ConfigError, PayloadError
 from scheduler.events import Poller
 from scheduler.governor import Governor, release_daemon_memory
 from scheduler.governor.admission import Decision
@@ -145,7 +145,7 @@ class Daemon:
             try:
                 importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
             except ImportError as exc:
-                raise StartupError(f"allowed module {module!r} cannot be imported: {exc}") from None
+                raise ConfigError(f"allowed module {module!r} cannot be imported: {exc}") from None
         self.periodic = Periodic(
             self.client,
             self.settings.periodic,

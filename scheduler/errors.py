@@ -16,8 +16,17 @@ class TaskNotAllowed(PayloadError):
 
 
 class StartupError(SchedulerError):
-    """The daemon cannot start (Redis unreachable, no redis-server binary, ...); exit non-zero."""
+    """The daemon cannot start (no redis-server binary, the embedded one did not answer, ...); exit code 1."""
 
 
 class UsageError(SchedulerError):
     """Bad command-line input; the message says what to type instead (exit code 2)."""
+
+
+class ConfigError(UsageError):
+    """A setting found wrong only at start-up (an allowed module that does not import, a periodic job
+    naming a task that may not run); exit code 2, like a value validation refused: a restart cannot help."""
+
+
+class RedisUnavailable(SchedulerError):
+    """No Redis to talk to (no embedded one running and none configured); exit code 69: retry later."""

@@ -24,7 +24,7 @@ import redis
 from loguru import logger
 
 import tasks
-from scheduler.errors import StartupError
+from scheduler.errors import ConfigError
 from scheduler.governor.pressure import Level
 from scheduler.keys import OURS
 from scheduler.metrics import Metrics
@@ -86,12 +86,12 @@ class Periodic:
         metrics: Metrics,
         allowed_modules: tuple[str, ...],
     ) -> None:
-        """Raises StartupError when a periodic job names a task that may not run."""
+        """Raises ConfigError when a periodic job names a task that may not run."""
         for job in jobs:
             info = tasks.lookup(job.task)
             if not tasks.is_allowed(info.path if info else job.task, allowed_modules):
                 allowed = tasks.describe_allowed(allowed_modules)
-                raise StartupError(f"periodic job {job.name!r}: task {job.task!r} is not allowed ({allowed})")
+                raise ConfigError(f"periodic job {job.name!r}: task {job.task!r} is not allowed ({allowed})")
         self._client = client
         self._queues = queues
         self._metrics = metrics

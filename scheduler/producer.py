@@ -12,20 +12,24 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 import tasks
-from scheduler.errors import UsageError
+from scheduler.errors import RedisUnavailable, UsageError
 from scheduler.model import Priority
 from scheduler.redis_server import SOCKET_NAME
 from settings import Settings
 
 
 def resolve_redis_url(settings: Settings) -> str:
-    """The configured Redis, else the embedded one a running daemon started in `state_dir`."""
+    """The configured Redis, else the embedded one a running daemon started in `state_dir`.
+
+    Raises:
+        RedisUnavailable: none is configured and no daemon's embedded Redis is running.
+    """
     configured = settings.redis_url_text()
     if configured:
         return configured
     socket = Path(settings.state_dir).resolve() / SOCKET_NAME
     if not socket.exists():
-        raise UsageError(
+        raise RedisUnavailable(
             f"no Redis configured and no embedded Redis running at {socket}: start the daemon "
             "(`adaptive-scheduler run`) or set ASCHED_REDIS_URL"
         )

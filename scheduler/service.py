@@ -18,6 +18,7 @@ import redis
 from loguru import logger
 
 from scheduler.daemon import Daemon
+from scheduler.exits import EXIT_SOFTWARE
 from scheduler.notify import Notifier
 from scheduler.redis_server import RedisServer
 
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from settings import Settings
 
 PULSE_WHILE_WAITING_S = 0.1
-EXIT_SOFTWARE = 70  # sysexits' EX_SOFTWARE: systemd's Restart=on-failure brings the daemon back
-
 
 def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> int:
     """Run one daemon in the foreground; returns the process exit code."""

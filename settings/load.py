@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,18 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConf
 from pydantic_settings import SettingsError as SourceError
 
 from settings.model import ENV_PREFIX, Settings
+
+# ASCHED_ variables that are not settings, each read by the project itself; any other ASCHED_ name that
+# is not a setting is refused, so a typo (ASCHED_SLOT=4) cannot silently leave the default in force.
+NON_SETTING_VARIABLES = {
+    f"{ENV_PREFIX}CONFIG": "the TOML settings file, like --config (read by this loader)",
+    f"{ENV_PREFIX}JOB_CHILD": "marks the processes a test job starts (tests/fixtures/jobs.py)",
+    f"{ENV_PREFIX}TEST_CANARY": "file the canary module writes if imported (tests/fixtures/canary.py)",
+    f"{ENV_PREFIX}LONG": "runs the long crash storm (tests/integration/test_crash_storm.py)",
+    f"{ENV_PREFIX}KILLS": "kills in the long crash storm (tests/integration/test_crash_storm.py)",
+    f"{ENV_PREFIX}FUZZ_EXAMPLES": "cases of the fuzz test (tests/integration/test_bad_input.py)",
+    f"{ENV_PREFIX}NSPAWN_ROOT": "the container's root file system (systemd/nspawn_check.sh)",
+}
 
 
 class SettingsError(ValueError):
@@ -22,20 +36,40 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
     """Build the settings from overrides, environment, `.env`, the TOML file and defaults.
 
     Raises:
-        SettingsError: a value is invalid or the config file is unreadable.
+        SettingsError: a value is invalid, an `ASCHED_` environment variable is not a setting, or the
+            config file is unreadable.
     """
     path = config_path or _env_config_path()
     if path is not None:
         _check_toml(path)
+    problems = unknown_variables(os.environ)
     try:
-        return _with_toml(path)(**overrides)
+        settings = _with_toml(path)(**overrides)
     except ValidationError as exc:
-        raise SettingsError(describe(exc)) from None
+        problems.append(describe(exc))
     except SourceError as exc:  # a list or table setting whose environment value is not JSON
         field = str(exc).split('"')[1] if '"' in str(exc) else "?"
-        raise SettingsError(
+        problems.append(
             f"invalid setting {field} ({ENV_PREFIX}{field.upper()}): not valid JSON ({exc.__cause__})"
-        ) from None
+        )
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return settings
+
+
+def unknown_variables(names: Iterable[str]) -> list[str]:
+    """One line per `ASCHED_` name that is neither a setting nor in `NON_SETTING_VARIABLES`.
+
+    Names are compared case-insensitively, as the settings read them.
+    """
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    lines = []
+    for name in sorted(names):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known and upper not in NON_SETTING_VARIABLES:
+            hint = _closest(upper, [*known, *NON_SETTING_VARIABLES])
+            lines.append(f"unknown environment variable {name}: not a setting{hint}")
+    return lines
 
 
 def describe(exc: ValidationError) -> str:
@@ -46,13 +80,21 @@ def describe(exc: ValidationError) -> str:
         value = error.get("input")
         shown = "<hidden>" if "redis_url" in name else repr(value)
         if error["type"] == "extra_forbidden":
-            lines.append(f"unknown setting {name!r} (see the configuration table in README.md)")
+            lines.append(f"unknown setting {name!r}{_closest(name, Settings.model_fields, quote=True)}")
         elif isinstance(value, dict):  # a rule across fields, or across the fields of one table
             where = "settings" if name == "settings" else f"setting {name}"
             lines.append(f"invalid {where}: {error['msg']}")
         else:
             lines.append(f"invalid setting {name} ({ENV_PREFIX}{name.upper()}) = {shown}: {error['msg']}")
     return "; ".join(lines)
+
+
+def _closest(name: str, candidates: Iterable[str], quote: bool = False) -> str:
+    """' (did you mean X?)' for the closest candidate, else a pointer to the configuration table."""
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.8)
+    if not match:
+        return " (see the configuration table in README.md)"
+    return f" (did you mean {match[0]!r}?)" if quote else f" (did you mean {match[0]}?)"
 
 
 def _env_config_path() -> Path | None:

@@ -11,19 +11,33 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from settings.snapshot import RedisUrlText
 
 ENV_PREFIX = "ASCHED_"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# The daemon alone holds about 48 MiB (README, "Measured"): a smaller budget is a typo (2MB for 2GB).
+MEMORY_BUDGET_FLOOR = ByteSize(64 * 1024**2)
+DEFAULT_SLOT_MEMORY_CAP = ByteSize(400 * 1000 * 1000)
+_BYTE_SIZE = TypeAdapter(ByteSize)
 
 
 class PeriodicJob(BaseModel):
     """One periodic job: a task enqueued on an interval or a cron schedule."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Unique name (dedup key, job ids).")
     task: str = Field(min_length=1, description="Registered task name or allowlisted module.function.")
@@ -62,6 +76,7 @@ class Settings(RedisUrlText, BaseSettings):
         extra="forbid",
         frozen=True,
         validate_default=True,
+        allow_inf_nan=False,  # every float is a duration or a percentage: inf and nan are typos
     )
 
     redis_url: SecretStr | None = Field(
@@ -132,12 +147,13 @@ class Settings(RedisUrlText, BaseSettings):
     )
     memory_budget: ByteSize | None = Field(
         default=None,
-        description="Memory budget, e.g. 2GiB. Unset: the daemon's cgroup limit (systemd MemoryMax=), "
-        "else the host's RAM.",
+        description="Memory budget, e.g. 2GiB; at least 64MiB. Unset: the daemon's cgroup limit (systemd "
+        "MemoryMax=), else the host's RAM.",
     )
     slot_memory_cap: ByteSize = Field(
-        default=ByteSize(400 * 1000 * 1000),
-        description="A slot whose job grew past this is preempted (or stopped if it cannot be).",
+        default=DEFAULT_SLOT_MEMORY_CAP,
+        description="A slot whose job grew past this is preempted (or stopped if it cannot be). At most "
+        "memory_budget when that is set; left unset, it is lowered to a smaller memory_budget.",
     )
     slot_idle_growth_limit: ByteSize = Field(
         default=ByteSize(100 * 1000 * 1000),
@@ -232,6 +248,14 @@ class Settings(RedisUrlText, BaseSettings):
             raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}")
         return url
 
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget_above_floor(cls, budget: ByteSize | None) -> ByteSize | None:
+        if budget is not None and budget < MEMORY_BUDGET_FLOOR:
+            floor = MEMORY_BUDGET_FLOOR.human_readable()
+            raise ValueError(f"must be at least {floor} (got {_size(budget)})")
+        return budget
+
     @field_validator("statsd_url")
     @classmethod
     def _udp_host_port(cls, url: str | None) -> str | None:
@@ -273,6 +297,28 @@ class Settings(RedisUrlText, BaseSettings):
             raise ValueError("must be four distinct, non-empty names")
         return names
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cap_within_budget(cls, data: Any) -> Any:
+        """An unset slot_memory_cap larger than memory_budget becomes the budget (checked after)."""
+        if not isinstance(data, dict) or data.get("memory_budget") is None or "slot_memory_cap" in data:
+            return data
+        try:
+            budget = _BYTE_SIZE.validate_python(data["memory_budget"])
+        except ValidationError:
+            return data  # the field's own validation reports it
+        return {**data, "slot_memory_cap": min(budget, DEFAULT_SLOT_MEMORY_CAP)}
+
+    @model_validator(mode="after")
+    def _cap_within_budget(self) -> Settings:
+        budget, cap = self.memory_budget, self.slot_memory_cap
+        if budget is not None and cap > budget:
+            raise ValueError(
+                f"slot_memory_cap ({_size(cap)}) must not exceed memory_budget ({_size(budget)}): "
+                "lower slot_memory_cap or raise memory_budget"
+            )
+        return self
+
     @model_validator(mode="after")
     def _thresholds_increase(self) -> Settings:
         levels = (self.elevated_percent, self.high_percent, self.emergency_percent)
@@ -282,3 +328,8 @@ class Settings(RedisUrlText, BaseSettings):
                 f"high_percent={levels[1]}, emergency_percent={levels[2]}"
             )
         return self
+
+
+def _size(value: int) -> str:
+    """A byte count in the units it was most likely written in: 400000000 as 400.0MB, 2**26 as 64.0MiB."""
+    return ByteSize(value).human_readable(decimal=value % 1000 == 0)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from settings import SettingsError, load_settings
+from settings.load import NON_SETTING_VARIABLES
 from settings.snapshot import freeze
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,23 @@ def test_the_config_path_can_come_from_the_environment(
         ({"allowed_modules": ["os.path"]}, "'os.path' is part of Python's standard library"),
         ({"allowed_modules": ["scheduler.cli"]}, "'scheduler.cli' is adaptive-scheduler's own code"),
         ({"allowed_modules": ["myapp/jobs"]}, "'myapp/jobs' is not a module name"),
+        ({"slot": 4}, "unknown setting 'slot' (did you mean 'slots'?)"),
+        (
+            {"memory_budget": "10MB"},
+            "invalid setting memory_budget (ASCHED_MEMORY_BUDGET) = '10MB': Value error, must be at least "
+            "64.0MiB (got 10.0MB)",
+        ),
+        (
+            {"memory_budget": 0},
+            "memory_budget (ASCHED_MEMORY_BUDGET) = 0: Value error, must be at least 64.0MiB",
+        ),
+        ({"memory_budget": "63MiB"}, "must be at least 64.0MiB (got 63.0MiB)"),
+        (
+            {"memory_budget": "100MiB", "slot_memory_cap": "200MB"},
+            "invalid settings: Value error, slot_memory_cap (200.0MB) must not exceed "
+            "memory_budget (100.0MiB)",
+        ),
+        ({"periodic": [{"name": "beat", "task": "heartbeat", "every_s": "inf"}]}, "a finite number"),
     ],
 )
 def test_a_wrong_value_gives_one_line_naming_setting_value_and_rule(
@@ -76,6 +94,127 @@ def test_a_wrong_value_gives_one_line_naming_setting_value_and_rule(
         load_settings(**overrides)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+FINITE_DURATIONS = [
+    "stop_timeout_s",
+    "lease_ttl_s",
+    "preempt_grace_s",
+    "sample_interval_s",
+    "p0_lane_idle_s",
+    "breaker_window_s",
+    "breaker_cooldown_s",
+    "admission_max_wait_s",
+    "profile_half_life_s",
+    "pressure_hold_s",
+    "default_job_timeout_s",
+]
+
+
+@pytest.mark.parametrize("name", FINITE_DURATIONS)
+@pytest.mark.parametrize("value", ["inf", "Infinity", "nan", "-inf"])
+def test_a_duration_must_be_finite(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    variable = f"ASCHED_{name.upper()}"
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    expected = f"invalid setting {name} ({variable}) = {value!r}: Input should be a finite number"
+    assert str(caught.value) == expected
+
+
+def test_every_float_setting_must_be_finite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    from settings import Settings
+
+    floats = [name for name, field in Settings.model_fields.items() if field.annotation in (float, "float")]
+    assert set(FINITE_DURATIONS) <= set(floats)
+    for name in floats:
+        with pytest.raises(SettingsError, match="finite number"):
+            load_settings(**{name: float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("ASCHED_COLOUR", "unknown environment variable ASCHED_COLOUR: not a setting (see the configuration"),
+        (
+            "ASCHED_SLOT",
+            "unknown environment variable ASCHED_SLOT: not a setting (did you mean ASCHED_SLOTS?)",
+        ),
+        ("ASCHED_STOP_TIMEOUT", "(did you mean ASCHED_STOP_TIMEOUT_S?)"),
+        ("ASCHED_CONFG", "(did you mean ASCHED_CONFIG?)"),
+        (
+            "asched_slotz",
+            "unknown environment variable asched_slotz: not a setting (did you mean ASCHED_SLOTS?)",
+        ),
+    ],
+)
+def test_an_asched_variable_that_is_not_a_setting_is_refused_by_name(
+    variable: str, message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(variable, "4")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_variables_and_wrong_values_are_reported_together(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASCHED_SLOT", "4")
+    monkeypatch.setenv("ASCHED_SLOTS", "0")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "unknown environment variable ASCHED_SLOT: not a setting (did you mean ASCHED_SLOTS?); "
+        "invalid setting slots (ASCHED_SLOTS) = '0': Input should be greater than or equal to 1"
+    )
+
+
+@pytest.mark.parametrize("variable", sorted(NON_SETTING_VARIABLES))
+def test_the_projects_own_asched_variables_are_not_settings_and_are_allowed(
+    variable: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if variable == "ASCHED_CONFIG":
+        (tmp_path / "c.toml").write_text("")
+        monkeypatch.setenv(variable, str(tmp_path / "c.toml"))
+    else:
+        monkeypatch.setenv(variable, "1")
+    assert load_settings().slots == 2
+
+
+def test_a_budget_of_64_mib_is_the_floor_and_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASCHED_MEMORY_BUDGET", "64MiB")
+    settings = load_settings()
+    assert settings.memory_budget == 64 * 1024**2 == settings.slot_memory_cap
+
+
+@pytest.mark.parametrize(
+    ("budget", "cap"), [(None, 400_000_000), ("300MB", 300_000_000), ("2GiB", 400_000_000)]
+)
+def test_the_default_slot_cap_is_lowered_to_a_smaller_budget(
+    budget: str | None, cap: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(**({"memory_budget": budget} if budget else {}))
+    assert settings.slot_memory_cap == cap
+
+
+def test_a_slot_cap_equal_to_the_budget_is_allowed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASCHED_MEMORY_BUDGET", "500MB")
+    monkeypatch.setenv("ASCHED_SLOT_MEMORY_CAP", "500MB")
+    assert load_settings().slot_memory_cap == 500_000_000
 
 
 def test_the_redis_password_never_appears_in_errors_or_repr(

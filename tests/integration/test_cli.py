@@ -7,11 +7,13 @@ import os
 from pathlib import Path
 
 import psutil
+import pytest
 import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from tests.helpers import FIXTURES, cli, running_daemon, wait_until
+from scheduler.exits import EXIT_UNAVAILABLE, EXIT_USAGE
+from tests.helpers import FIXTURES, cli, queue, running_daemon, wait_until
 
 
 def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: str) -> None:
@@ -72,11 +74,63 @@ def test_bad_cli_input_gets_one_clear_line_and_exit_code_2(redis_url: str) -> No
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_bad_settings_stop_start_up_with_one_line_and_exit_code_2(tmp_path: Path) -> None:
-    result = cli("run", env={"ASCHED_SLOTS": "0"}, cwd=tmp_path)
-    assert result.returncode == 2
-    expected = "invalid setting slots (ASCHED_SLOTS) = '0': Input should be greater than or equal to 1"
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"ASCHED_SLOTS": "0"},
+            "invalid setting slots (ASCHED_SLOTS) = '0': Input should be greater than or equal to 1",
+        ),
+        (
+            {"ASCHED_SLOT": "4"},
+            "unknown environment variable ASCHED_SLOT: not a setting (did you mean ASCHED_SLOTS?)",
+        ),
+        (
+            {"ASCHED_MEMORY_BUDGET": "64MB"},
+            "invalid setting memory_budget (ASCHED_MEMORY_BUDGET) = '64MB': Value error, must be at least "
+            "64.0MiB (got 64.0MB)",
+        ),
+        (
+            {"ASCHED_MEMORY_BUDGET": "100MiB", "ASCHED_SLOT_MEMORY_CAP": "200MB"},
+            "invalid settings: Value error, slot_memory_cap (200.0MB) must not exceed memory_budget "
+            "(100.0MiB): lower slot_memory_cap or raise memory_budget",
+        ),
+        (
+            {"ASCHED_STOP_TIMEOUT_S": "inf"},
+            "invalid setting stop_timeout_s (ASCHED_STOP_TIMEOUT_S) = 'inf': Input should be a finite number",
+        ),
+    ],
+)
+def test_bad_settings_stop_start_up_with_one_line_and_exit_code_2(
+    env: dict[str, str], expected: str, tmp_path: Path
+) -> None:
+    result = cli("run", env=env, cwd=tmp_path)
+    assert result.returncode == EXIT_USAGE == 2
     assert result.stderr.strip() == f"adaptive-scheduler: {expected}"
+
+
+def test_a_periodic_job_naming_a_task_that_may_not_run_stops_start_up_with_exit_code_2(
+    redis_url: str,
+) -> None:
+    beat = '[{"name": "beat", "task": "os.system", "every_s": 5}]'
+    result = cli("run", env={"ASCHED_REDIS_URL": redis_url, "ASCHED_PERIODIC": beat, **FIXTURES})
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert "periodic job 'beat': task 'os.system' is not allowed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_job_running_the_cli_inherits_an_environment_the_settings_accept(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given a daemon configured through ASCHED_ variables, one of them the project's own non-setting
+    env = {"ASCHED_SLOTS": "1", "ASCHED_TEST_CANARY": "/nonexistent/canary"}
+    with running_daemon(redis_url, env=env):
+        # When one of its jobs runs the command line, in the environment the slot gave it
+        job = queue(client, 1).enqueue("tests.fixtures.jobs.run_cli", ["status", "--json"])
+        wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout_s=30)
+    # Then nothing the daemon or the slot added stops the settings from loading
+    code, stderr = job.return_value()
+    assert code == 0, stderr
 
 
 def test_run_without_redis_url_runs_the_demo_on_an_embedded_redis(tmp_path: Path) -> None:
@@ -90,7 +144,7 @@ def test_run_without_redis_url_runs_the_demo_on_an_embedded_redis(tmp_path: Path
     assert table.index("p0  finished  tasks.demo.add") < table.index("p3  finished  tasks.demo.heartbeat")
     # And a status query with no daemon running says how to start one
     status = cli("status", env=env)
-    assert status.returncode == 2 and "start the daemon" in status.stderr
+    assert status.returncode == EXIT_UNAVAILABLE and "start the daemon" in status.stderr
 
 
 def test_the_embedded_redis_keeps_queued_jobs_across_a_restart(tmp_path: Path) -> None:
@@ -110,14 +164,20 @@ def test_the_embedded_redis_keeps_queued_jobs_across_a_restart(tmp_path: Path) -
 
 def test_an_allowed_module_that_does_not_import_stops_start_up_with_one_line(redis_url: str) -> None:
     result = cli("run", env={"ASCHED_REDIS_URL": redis_url, "ASCHED_ALLOWED_MODULES": '["no_such_jobs"]'})
-    assert result.returncode == 1
+    assert result.returncode == EXIT_USAGE
     assert "allowed module 'no_such_jobs' cannot be imported: No module named 'no_such_jobs'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_an_unreachable_redis_gets_one_line_not_a_traceback(tmp_path: Path) -> None:
-    result = cli("run", env={"ASCHED_REDIS_URL": f"unix://{tmp_path}/nothing.sock"})
-    assert result.returncode == 1
+@pytest.mark.parametrize(
+    "command", [("run",), ("status",), ("enqueue", "add", "[1, 2]"), ("shed", "list"), ("tasks",)]
+)
+def test_an_unreachable_redis_gets_one_line_and_exit_code_69(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    env = {"ASCHED_REDIS_URL": f"unix://{tmp_path}/nothing.sock", **FIXTURES}
+    result = cli(*command, env=env)
+    assert result.returncode == EXIT_UNAVAILABLE == 69, result.stderr
     assert "cannot reach Redis" in result.stderr and "Traceback" not in result.stderr
 
 

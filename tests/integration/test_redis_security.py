@@ -28,6 +28,7 @@ from redis.retry import Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from scheduler.exits import EXIT_UNAVAILABLE
 from scheduler.redis_server import find_binary, stop_process
 from tests.helpers import FIXTURES, cli, queue, running_daemon, wait_until
 
@@ -216,7 +217,7 @@ def test_a_wrong_password_stops_with_one_line_that_does_not_show_it(
     tls_redis: TlsRedis, command: tuple[str, ...]
 ) -> None:
     result = cli(*command, env={"ASCHED_REDIS_URL": tls_redis.url(password=WRONG_PASSWORD), **FIXTURES})
-    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.returncode == EXIT_UNAVAILABLE, (result.stdout, result.stderr)
     lines = error_lines(result.stderr)
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -228,7 +229,7 @@ def test_an_untrusted_certificate_stops_with_one_line(tls_redis: TlsRedis, tmp_p
     # Given a CA the server's certificate was not signed by
     make_certificates(tmp_path)
     result = cli("run", env={"ASCHED_REDIS_URL": tls_redis.url(ca=tmp_path / "ca.crt")})
-    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.returncode == EXIT_UNAVAILABLE, (result.stdout, result.stderr)
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "certificate verify failed" in lines[0], lines[0]

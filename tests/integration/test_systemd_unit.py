@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import EXIT_USAGE
+from scheduler.exits import EXIT_FAILURE, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE
 from scheduler.service import backoff_s
 from settings import Settings
 from settings.model import ENV_PREFIX
@@ -118,7 +118,13 @@ def test_daemon_notifies_readiness_and_pings_the_watchdog_often_enough() -> None
     longest_turn_s = REDIS_SOCKET_TIMEOUT_S + inspect.signature(backoff_s).parameters["cap_s"].default
     assert watchdog_s / 2 >= longest_turn_s
     assert one(service, "Restart") == "on-failure"
-    assert str(EXIT_USAGE) in one(service, "RestartPreventExitStatus").split()
+
+
+def test_only_a_configuration_error_is_not_restarted() -> None:
+    # exit 2 (bad settings) cannot be fixed by a restart; Redis unreachable (69) may come back
+    not_restarted = one(service_section(), "RestartPreventExitStatus").split()
+    assert str(EXIT_USAGE) in not_restarted
+    assert not {str(code) for code in (EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_SOFTWARE)} & set(not_restarted)
 
 
 def test_stop_leaves_time_for_the_graceful_stop() -> None:

@@ -1,0 +1,68 @@
+"""Redis Sentinel: a daemon given a redis+sentinel:// URL follows a failover without a restart.
+
+Real processes on loopback: a master, a replica and three sentinels (tests/sentinel_cluster.py); the
+master is SIGKILLed mid-drain.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scheduler.redis_url import connect
+from tests.helpers import DaemonProcess, queue, wait_until
+from tests.runs import executions
+from tests.sentinel_cluster import SentinelCluster
+
+
+@pytest.fixture()
+def cluster() -> Iterator[SentinelCluster]:
+    started = SentinelCluster().start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def test_a_daemon_follows_a_failover_and_every_job_replicated_before_it_ends(
+    cluster: SentinelCluster, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    client = connect(cluster.url, socket_timeout=2)
+    # Given 60 jobs of 0.1 s enqueued through Sentinel, acknowledged by the replica (WAIT)
+    jobs = [queue(client, 2).enqueue("tests.fixtures.jobs.paced_run", str(runs), 0.1).id for _ in range(60)]
+    assert client.wait(1, 2000) == 1
+    daemon = DaemonProcess(cluster.url, env={"ASCHED_LEASE_TTL_S": "3"}).wait_ready()
+    try:
+        # When the master is killed mid-drain
+        wait_until(lambda: len(executions(runs)) >= 10, timeout_s=15)
+        killed = time.monotonic()
+        cluster.kill_master()
+        detected_s = cluster.wait_for_failover()
+        # Then the daemon, never restarted, serves the new master: every job that was replicated ends
+        new_master = cluster.master()
+        served = wait_until(lambda: _first_finished_after(new_master, jobs, killed), timeout_s=30)
+        wait_until(lambda: all(_status(new_master, j) in (b"finished", None) for j in jobs), timeout_s=40)
+        assert daemon.process.poll() is None, daemon.output()[-3000:]
+        log = daemon.output()
+    finally:
+        daemon.stop()
+        daemon.log.close()
+    present = [j for j in jobs if _status(new_master, j) is not None]
+    assert len(present) >= 60 - 10  # at most what the master acknowledged but never replicated is gone
+    assert all(_status(new_master, j) == b"finished" for j in present)
+    assert "Redis unreachable" in log or "read-only replica" in log
+    print(f"failover seen after {detected_s:.1f} s; first job ended on the new master {served:.1f} s later")
+
+
+def _status(client: object, job_id: str) -> bytes | None:
+    return client.hget(f"rq:job:{job_id}", "status")  # type: ignore[attr-defined, no-any-return]
+
+
+def _first_finished_after(client: object, jobs: list[str], killed: float) -> float | None:
+    """Seconds from the kill to now, once some job ended on the new master after the kill."""
+    ended = [client.hget(f"rq:job:{j}", "ended_at") for j in jobs]  # type: ignore[attr-defined]
+    return (time.monotonic() - killed) if any(ended) else None
