@@ -99,11 +99,10 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _client(settings: Settings) -> redis.Redis:
-    import redis
-
     from scheduler.producer import resolve_redis_url
+    from scheduler.redis_url import connect
 
-    return redis.Redis.from_url(resolve_redis_url(settings), socket_timeout=10)
+    return connect(resolve_redis_url(settings), socket_timeout=10)
 
 
 def _shed_list(settings: Settings, args: argparse.Namespace) -> int:

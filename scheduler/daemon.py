@@ -46,6 +46,7 @@ from scheduler.payload import decode_call, decode_options, past_deadline
 from scheduler.periodic import Periodic, marked_heartbeat
 from scheduler.pulse import Pulse
 from scheduler.queue import Entry, LocalQueue
+from scheduler.redis_url import connect
 from scheduler.rqtime import unix_seconds
 from scheduler.slotpool import SlotPool, log_failure
 from scheduler.slots import End, Running, Slot
@@ -91,7 +92,7 @@ class Daemon:
         self.settings = settings
         self.redis_url = redis_url
         self.id = daemon_id or new_daemon_id()
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=5, health_check_interval=30)
+        self.client = connect(redis_url, socket_timeout=5, health_check_interval=30)
         self.intake = Intake(self.client, settings, self.id)
         self.local = LocalQueue(settings.local_queue_depth)
         self.defaults = JobOptions(

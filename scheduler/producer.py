@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -15,6 +14,7 @@ import tasks
 from scheduler.errors import RedisUnavailable, UsageError
 from scheduler.model import Priority
 from scheduler.redis_server import SOCKET_NAME
+from scheduler.redis_url import connect
 from settings import Settings
 
 
@@ -63,7 +63,7 @@ def enqueue(
         raise UsageError(str(exc)) from None
     args = _json(args_json, list, "args")
     kwargs = _json(kwargs_json, dict, "--kwargs")
-    client = redis.Redis.from_url(url)
+    client = connect(url)
     queue = Queue(settings.queues[priority], connection=client, serializer=JSONSerializer)
     timeout = timeout_s or (info.timeout_s if info else None)  # RQ writes its queue default otherwise
     job = queue.enqueue_call(func_path, args=args, kwargs=kwargs, timeout=timeout)

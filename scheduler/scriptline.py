@@ -15,9 +15,18 @@ import hashlib
 from typing import Any
 
 import redis
+from redis.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
 Arg = str | int | float | bytes
+
+
+def ensure_connected(conn: AbstractConnection) -> None:
+    """Connect through the connection's own `connect()`. redis-py 8's send path connects with the base
+    class's socket code, which skips a Sentinel-managed connection's lookup of the current master
+    (it would dial localhost:6379); `connect()` is what the Sentinel connection class overrides."""
+    if conn._sock is None:
+        conn.connect()
 
 
 class ScriptLine:
@@ -35,6 +44,7 @@ class ScriptLine:
         """Send a call; returns the socket's descriptor, readable once the reply is there."""
         self._packed = encode(self._head, 3, args)
         with self._dropping_on_error():
+            ensure_connected(self._conn)
             self._conn.send_packed_command([self._packed])
         return self._conn._sock.fileno()  # type: ignore[union-attr]  # redis-py keeps it private
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 PULSE_WHILE_WAITING_S = 0.1
 
+
 def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> int:
     """Run one daemon in the foreground; returns the process exit code."""
     notifier = Notifier()  # read and unset first: the embedded redis-server must not inherit it

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-import redis
-
 from scheduler import task_profiles
+from scheduler.redis_url import connect
 from scheduler.status import gather
 from scheduler.task_profiles import TaskRow
 from settings import Settings
@@ -17,7 +16,7 @@ SHOWN_PROFILES = 10  # the table's share of the task profiles (--json and `tasks
 
 def snapshot(settings: Settings, url: str) -> dict[str, Any]:
     """The overview of queues, live daemons, totals and task profiles, as plain data."""
-    client = redis.Redis.from_url(url, socket_timeout=5)
+    client = connect(url, socket_timeout=5)
     try:
         return asdict(gather(client, settings.queues, task_profiles.rule_of(settings)))
     finally:

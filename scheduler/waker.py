@@ -17,6 +17,8 @@ import redis
 from loguru import logger
 from redis.connection import AbstractConnection
 
+from scheduler.scriptline import ensure_connected
+
 
 class Waker:
     """One blocking-call connection per queue, polled by the daemon."""
@@ -32,6 +34,7 @@ class Waker:
             return None
         conn = self._conns[index]
         try:
+            ensure_connected(conn)
             conn.send_command("BLMOVE", self._keys[index], self._keys[index], "LEFT", "LEFT", 0)
         except redis.RedisError as exc:
             logger.warning("cannot watch {}: {}", self._keys[index], exc)

@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from settings.snapshot import RedisUrlText
 
 ENV_PREFIX = "ASCHED_"
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 # The daemon alone holds about 48 MiB (README, "Measured"): a smaller budget is a typo (2MB for 2GB).
 MEMORY_BUDGET_FLOOR = ByteSize(64 * 1024**2)
 DEFAULT_SLOT_MEMORY_CAP = ByteSize(400 * 1000 * 1000)
@@ -246,6 +246,10 @@ class Settings(RedisUrlText, BaseSettings):
     def _known_scheme(cls, url: SecretStr | None) -> SecretStr | None:
         if url is not None and not url.get_secret_value().startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}")
+        if url is not None and "+sentinel://" in url.get_secret_value():
+            from scheduler.redis_url import parse_sentinel
+
+            parse_sentinel(url.get_secret_value())  # a ValueError says what is wrong with it
         return url
 
     @field_validator("memory_budget")

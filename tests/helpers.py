@@ -20,6 +20,8 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from scheduler.redis_url import connect
+
 ROOT = Path(__file__).resolve().parent.parent
 # What test daemons may run: the job functions of tests/fixtures/jobs.py (nothing is allowed by default).
 FIXTURES = {"ASCHED_ALLOWED_MODULES": '["tests.fixtures.jobs"]'}
@@ -111,7 +113,7 @@ class DaemonProcess:
             start_new_session=True,
         )
         self.log.close_writer()  # the daemon has its own copy: no descriptor left open here
-        self.client = redis.Redis.from_url(redis_url)
+        self.client = connect(redis_url)
 
     def wait_ready(self, count: int = 1, timeout_s: float = 15.0) -> DaemonProcess:
         """Wait until the daemon has published its status (it has slots up and serves)."""
