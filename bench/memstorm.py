@@ -7,7 +7,7 @@ benchmark tells whether those beat plain `rq worker`, which lets the kernel's OO
 
 Each (system, scenario) runs in a fresh cgroup v1 memory group of 700 MB (both systems with 2
 slots/processes; Redis outside the group); the plain jobs are enqueued with plain RQ (JSON) at once,
-then four P0 `marker()` jobs at 0, 2, 4 and 6 s:
+then eight P0 `marker()` jobs, one a second (and, first, those markers alone: the calm P0 waits):
 - plain storm: ten `touch(330, 3.0)` on p2/p3 (5 each): one fits, two at once do not;
 - packing storm: four `touch(330, 2.0)` among thirty `touch(40, 0.3)`, interleaved on p2/p3 with the
   big ones in adjacent pairs: a big job and a few small ones fit together, two big ones do not.
@@ -51,10 +51,15 @@ ROOT = Path(__file__).resolve().parent.parent
 LIMIT_BYTES = 700 * 10**6
 PLAIN_JOBS = "bench.plain_jobs"
 MARKER = f"{PLAIN_JOBS}.marker"
-MARKERS_AT_S = (0.0, 2.0, 4.0, 6.0)
+MARKERS_AT_S = tuple(float(s) for s in range(8))  # a P0 marker every second for 8 s
 READY_TIMEOUT_S = 30.0
 FACT_FIELDS = ("status", "enqueued_at", "started_at", "ended_at")
 BIG_AT = frozenset({0, 2, 17, 19})
+
+
+def calm() -> Scenario:
+    """The P0 markers alone, in the same cgroup: the P0 waits the storms are compared with."""
+    return Scenario("calm: P0 markers alone", ())
 
 
 def plain_storm() -> Scenario:
@@ -217,7 +222,7 @@ def run_rounds(rounds: int, options: Options) -> list[Trial]:
     """Every scenario for both systems, round after round; which system goes first alternates."""
     trials = []
     for round_no in range(1, rounds + 1):
-        for scenario in (plain_storm(), packing_storm(), packing_storm(one_function=True)):
+        for scenario in (calm(), plain_storm(), packing_storm(), packing_storm(one_function=True)):
             pair = systems() if round_no % 2 else systems()[::-1]
             for system in pair:
                 trial = run_trial(system, scenario, round_no, options)

@@ -144,8 +144,9 @@ def summarise(trial: Trial) -> Row:
     runs = [e for e in trial.executions() if e.job_id in nominal]
     stopped = [e for e in runs if not e.ended]
     markers = [trial.jobs[i] for i in trial.marker_ids]
-    waits = [1000 * (m.started_at - m.enqueued_at) for m in markers if m.started_at and m.enqueued_at]
+    waits = p0_waits_ms(trial)
     lost = sum(1 for facts in plain if not facts.ended)
+    serial = trial.scenario.serial_ideal_s
     return {
         "system": trial.system,
         "round": trial.round_no,
@@ -162,8 +163,31 @@ def summarise(trial: Trial) -> Row:
         "P0 done": f"{sum(1 for m in markers if m.status == 'finished')}/{len(markers)}",
         "P0 p50 ms": round(quantile(waits, 0.5) or 0.0, 1),
         "P0 p99 ms": round(quantile(waits, 0.99) or 0.0, 1),
-        "makespan / serial": round(makespan / trial.scenario.serial_ideal_s, 2),
+        "makespan / serial": round(makespan / serial, 2) if serial else "-",
     }
+
+
+def p0_waits_ms(trial: Trial) -> list[float]:
+    """The P0 markers' waits (start minus enqueue, from RQ's job hashes), ms."""
+    markers = [trial.jobs[i] for i in trial.marker_ids]
+    return [1000 * (m.started_at - m.enqueued_at) for m in markers if m.started_at and m.enqueued_at]
+
+
+def pooled_p0_rows(by_name: dict[str, list[Trial]]) -> list[Row]:
+    """P0 waits pooled over rounds, per scenario and system, with the p99 against the calm run's."""
+    pooled: dict[tuple[str, str], list[float]] = {}
+    for name, group in by_name.items():
+        for trial in group:
+            pooled.setdefault((name, trial.system), []).extend(p0_waits_ms(trial))
+    calm = {system: quantile(w, 0.99) for (name, system), w in pooled.items() if name.startswith("calm")}
+    rows: list[Row] = []
+    for (name, system), waits in pooled.items():
+        p99, base = quantile(waits, 0.99), calm.get(system)
+        ratio = f"{p99 / base:.2f}x" if p99 is not None and base else "-"
+        rows.append({"scenario": name, "system": system, "waits": len(waits),
+                     "P0 p50 ms": round(quantile(waits, 0.5) or 0.0, 1), "P0 p99 ms": round(p99 or 0.0, 1),
+                     "p99 / calm p99": ratio})  # fmt: skip
+    return rows
 
 
 def median_row(system: str, rows: list[Row]) -> Row:
@@ -233,6 +257,9 @@ def write_results(trials: list[Trial], command: str, limit_bytes: int, timeout_s
             {"name": name, "jobs": [asdict(s) for s in scenario.jobs], "rows": rows}
             | {"serial_ideal_s": scenario.serial_ideal_s}
         )
+    pooled = pooled_p0_rows(by_name)
+    parts += ["## P0 waits, pooled over rounds", "", markdown_table(pooled), ""]
+    payload["p0_pooled"] = pooled
     sources = "; ".join(f"{system}: {', '.join(via)}" for system, via in job_id_sources(trials).items())
     parts += [f"Where touch() got its job id (rq = rq.get_current_job(), tag = kwarg): {sources}.", ""]
     parts += [__doc__.split("\n\n", 1)[1].strip(), "", "![timelines](memstorm.png)", ""]
@@ -240,7 +267,11 @@ def write_results(trials: list[Trial], command: str, limit_bytes: int, timeout_s
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "memstorm.md").write_text(text)
     (RESULTS / "memstorm.json").write_text(json.dumps(payload, indent=2) + "\n")
-    plot(by_name, limit_bytes, RESULTS / "memstorm.png")
+    plot(
+        {name: group for name, group in by_name.items() if group[0].scenario.jobs},
+        limit_bytes,
+        RESULTS / "memstorm.png",
+    )
     return text
 
 
@@ -251,7 +282,7 @@ def describe(scenario: Scenario, limit_bytes: int) -> str:
         shapes[shape] = shapes.get(shape, 0) + 1
     jobs = " + ".join(f"{n} x {func}({mib}, {s})" for (func, mib, s), n in shapes.items())
     return (
-        f"cgroup v1 limit {limit_bytes / 10**6:.0f} MB; {jobs} on p2/p3, four P0 markers at 0/2/4/6 s; "
+        f"cgroup v1 limit {limit_bytes / 10**6:.0f} MB; {jobs} on p2/p3, eight P0 markers, one a second; "
         f"serial ideal {scenario.serial_ideal_s:.1f} s."
     )
 
