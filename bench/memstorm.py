@@ -42,7 +42,7 @@ from rq.serializers import JSONSerializer
 
 from bench.memstorm_report import JobFacts, Scenario, Spec, Trial, write_results
 from bench.plain_jobs import RUN_LOG_ENV
-from bench.storm import RQ_WORKER, TERMINAL, V1, Cgroup, all_ended, sample, stop_processes
+from bench.storm import RQ_WORKER, TERMINAL, Cgroup, all_ended, cgroup_v1_writable, sample, stop_processes
 from scheduler.redis_server import RedisServer
 from scheduler.rqtime import unix_seconds
 from tests.helpers import live_daemons
@@ -243,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if os.geteuid() != 0 or not os.access(V1, os.W_OK):
-        print("bench.memstorm needs root and a writable cgroup v1 memory controller", file=sys.stderr)
+    if not cgroup_v1_writable("bench.memstorm"):
         return 2
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     command = " ".join(["python -m bench.memstorm", *(sys.argv[1:] if argv is None else argv)])

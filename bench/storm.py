@@ -348,6 +348,14 @@ def summarise(name: str, run: Run, client: redis.Redis) -> dict[str, object]:
 KINDS = (("P0 alone", False, 1), ("ample memory", True, 4), ("storm", True, 1))
 
 
+def cgroup_v1_writable(bench: str) -> bool:
+    """Whether this process may make cgroup v1 memory groups (root, a writable controller); says why not."""
+    if os.geteuid() == 0 and os.access(V1, os.W_OK):
+        return True
+    print(f"{bench} needs root and a writable cgroup v1 memory controller", file=sys.stderr)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.storm", description=__doc__.splitlines()[0])
     parser.add_argument("--limit-mib", type=int, default=400)
@@ -356,8 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if os.geteuid() != 0 or not os.access(V1, os.W_OK):
-        print("bench.storm needs root and a writable cgroup v1 memory controller", file=sys.stderr)
+    if not cgroup_v1_writable("bench.storm"):
         return 2
     limit = args.limit_mib * 2**20
     ours_cmd = [[sys.executable, "-m", "scheduler", "run"]]

@@ -135,13 +135,17 @@ class Daemon:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def startup(self) -> None:
-        """Take the lease, recover dead daemons' jobs, start the slots."""
+    def join(self) -> None:
+        """Take the lease, recover dead daemons' jobs, read the memory profiles: the start-up's Redis
+        part, which may be tried again (a full Redis refuses the lease: `service` waits and retries)."""
         self.client.ping()
         self.lease = LeaseClock(self.settings.lease_ttl_s, time.monotonic())
         self.intake.announce()
         self._log_recovered(self.intake.recover())
         self.profiles.refresh(time.time(), force=True)
+
+    def startup(self) -> None:
+        """Import the allowed modules, start the periodic jobs and the slots (after `join`)."""
         for module in self.settings.allowed_modules:
             try:
                 importlib.import_module(module)  # once here, not in every slot; a typo fails start-up

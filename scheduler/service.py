@@ -40,6 +40,8 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
     try:
         daemon = Daemon(settings, url, notifier=notifier)
         signals = _note_signals()
+        if not _join(daemon, signals):
+            return 0
         daemon.startup()
         demo_ids = []
         if demo:
@@ -123,6 +125,33 @@ REPLY_PREFIXES = (
     ("NOPERM", "the Redis user lacks a permission"),
     ("WRONGTYPE", "a Redis key holds the wrong type"),
 )
+
+
+def _join(daemon: Daemon, signals: list[int]) -> bool:
+    """Join Redis; False if a stop signal came first. An unreachable Redis stops start-up (exit 69:
+    systemd tries again later); any other Redis error (full, loading, read-only after a failover) is
+    waited out here, DEGRADED, instead of a restart loop."""
+    attempt = 0
+    while not signals:
+        try:
+            daemon.join()
+            return True
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not isinstance(exc, redis.exceptions.BusyLoadingError):
+                raise
+            _starting_later(daemon, exc, attempt)
+        except redis.RedisError as exc:
+            _starting_later(daemon, exc, attempt)
+        attempt += 1
+    return False
+
+
+def _starting_later(daemon: Daemon, exc: redis.RedisError, attempt: int) -> None:
+    trouble = redis_trouble(exc)
+    if attempt == 0:
+        logger.warning("cannot start yet: {} ({}); retrying with backoff", trouble, exc)
+    daemon.notifier.status(f"DEGRADED: cannot start yet: {trouble} ({exc})")
+    time.sleep(backoff_s(attempt))
 
 
 def _wait_alive(daemon: Daemon, seconds: float) -> None:

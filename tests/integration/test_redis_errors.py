@@ -10,7 +10,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from scheduler.service import redis_trouble
-from tests.helpers import queue, running_daemon, wait_until
+from tests.helpers import DaemonProcess, queue, running_daemon, wait_until
 
 
 def status(client: redis.Redis, job_id: str) -> JobStatus:
@@ -83,3 +83,25 @@ def test_a_job_hash_replaced_while_its_job_runs_costs_that_job_only(
         assert client.zcard("rq:wip:p1") == 0  # its claim removed: nobody reclaims it forever
         after = queue(client, 1).enqueue("tests.fixtures.jobs.add", 1, 1).id
         wait_until(lambda: status(client, after) == JobStatus.FINISHED)
+
+
+def test_a_daemon_started_while_redis_is_full_waits_instead_of_crash_looping(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given a Redis that refuses writes (full), and a daemon started against it
+    job = queue(client, 1).enqueue("tests.fixtures.jobs.add", 2, 2).id
+    client.config_set("maxmemory", 1)
+    daemon = DaemonProcess(redis_url)
+    try:
+        # Then it stays up and says why it cannot start yet
+        wait_until(lambda: "cannot start yet: Redis is full" in daemon.output(), timeout_s=10)
+        time.sleep(1)
+        assert daemon.process.poll() is None
+        # and starts by itself once Redis has room
+        client.config_set("maxmemory", 0)
+        daemon.wait_ready()
+        wait_until(lambda: status(client, job) == JobStatus.FINISHED)
+    finally:
+        client.config_set("maxmemory", 0)
+        daemon.stop()
+        daemon.log.close()
