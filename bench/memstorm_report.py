@@ -15,6 +15,7 @@ Definitions (per system and scenario; "plain jobs" are the touch() jobs, the P0 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -109,18 +110,18 @@ class Trial:
         )
 
 
+RECORD = re.compile(r"(start|beat|end) (\S+) (\S+) (\d+\.\d+)(?: (rq|tag))?")
+
+
 def parse_run_log(text: str) -> list[Execution]:
     """Executions in start order from touch()'s lines (see bench/plain_jobs.py); lines in time order."""
     starts: dict[str, tuple[str, float, str]] = {}  # execution -> (job id, started, via)
     last: dict[str, float] = {}
     ended: set[str] = set()
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        kind, job_id, execution, at = fields[:4]
+    # records, not lines: a process OOM-killed inside its write can leave one without its newline
+    for kind, job_id, execution, at, via in RECORD.findall(text):
         if kind == "start":
-            starts[execution] = (job_id, float(at), fields[4] if len(fields) > 4 else "?")
+            starts[execution] = (job_id, float(at), via or "?")
         last[execution] = float(at)
         if kind == "end":
             ended.add(execution)
