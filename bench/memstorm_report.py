@@ -197,6 +197,9 @@ def median_row(system: str, rows: list[Row]) -> Row:
     for key in rows[0]:
         if key in median:
             continue
+        if any(row[key] == "-" for row in rows):  # not defined for this scenario (the calm run's ratio)
+            median[key] = "-"
+            continue
         numbers = [_number(row[key]) for row in rows]
         value = statistics.median(numbers)
         if key == "P0 done":
