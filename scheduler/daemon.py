@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from settings import Settings
 
 TICK_S = 0.1
+EXCHANGE_TIMEOUT_S = 5.0  # the client's socket timeout: a reply later than this is not coming
 FLUSH_S = 0.002  # a settled job reaches Redis at most this late (or when a batch fills)
 REFILL_AT = 4  # claim when the local queue has room for this many jobs (bigger batches: each call
 # has a fixed cost in the daemon and in Redis; the reply comes back before the slots run dry)
@@ -71,6 +72,7 @@ class InFlight:
     want: int
     arrived: set[int]  # the arrivals it answers for
     fd: int
+    sent_mono: float = 0.0
 
 
 def new_daemon_id() -> str:
@@ -116,6 +118,7 @@ class Daemon:
             "resumed": 0,
             "dropped": 0,
             "stale": 0,
+            "rewatched": 0,
         }
         self._waker = Waker(self.client, self.intake.queue_keys)
         self._pending: list[Settlement] = []
@@ -123,6 +126,7 @@ class Daemon:
         self._arrived: set[int] = set()  # ... of those, the ones the waker saw get a job since
         self._unread: list[int] = []  # ... whose waker reply is not read yet (after the claim is sent)
         self._unsure = False  # an exchange's reply was lost: reconcile claims at the next one
+        self._silent_watches: set[int] = set()  # queues with jobs whose watch did not answer (last round)
         self._in_flight: InFlight | None = None
         self._next_housekeeping = 0.0
         self._poller = Poller()
@@ -192,6 +196,8 @@ class Daemon:
         self._poller.wait(FLUSH_S if self._pending else min(TICK_S, self.governor.interval_s))
         now, now_mono = time.time(), time.monotonic()
         self.pulse.beat(now_mono)
+        if self._in_flight is not None and now_mono - self._in_flight.sent_mono > EXCHANGE_TIMEOUT_S:
+            self._exchange_timed_out()
         if self.lease.in_doubt(now_mono):
             self._next_housekeeping = 0.0  # renew now: until it answers, nothing starts or is written
         else:
@@ -311,7 +317,7 @@ class Daemon:
         except redis.RedisError:
             self._pending = batch + self._pending
             raise
-        self._in_flight = InFlight(batch, want, set(self._arrived), fd)
+        self._in_flight = InFlight(batch, want, set(self._arrived), fd, time.monotonic())
         self._poller.add(fd, self._on_exchange_reply)
 
     def _on_exchange_reply(self) -> None:
@@ -340,6 +346,20 @@ class Daemon:
             self._broken_queues(claim.broken)
             for index in claim.emptied:
                 self._arm(index)
+
+    def _exchange_timed_out(self) -> None:
+        """No reply to the exchange in flight: its connection died without a word (a partition) or
+        hangs. Drop it (the next call connects afresh), keep the outcomes to write again, and reconcile
+        the claims at the next reply, as when a reply is lost."""
+        flight, self._in_flight = self._in_flight, None
+        assert flight is not None
+        self._poller.remove(flight.fd)
+        self.intake.drop_exchange_connection()
+        self._pending = flight.batch + self._pending
+        self._unsure = True
+        self.log.warning(
+            "no reply to the exchange within {:g} s: connection dropped, retrying", EXCHANGE_TIMEOUT_S
+        )
 
     def _finish_in_flight(self) -> None:
         """Wait for the reply of the exchange in flight, if any (at stop)."""
@@ -564,8 +584,28 @@ class Daemon:
         self._log_recovered(chores.recovered)
         if chores.promoted:
             self.log.debug("moved {} scheduled jobs into their queues", chores.promoted)
+        self._check_watches(chores.depths)
         for index in self._empty - self._arrived:
             self._arm(index)  # a watch that could not be set (Redis refused or was away) is set again
+
+    def _check_watches(self, depths: list[int]) -> None:
+        """A queue this daemon believes empty, whose watch did not wake it although Redis says it holds
+        jobs at two housekeeping rounds in a row, has a dead watch: a connection that died without a
+        word (a partition) or that reached a server no longer the master. The classic failure of other
+        queues after a failover: connected, "running", consuming nothing. Reset the watch and claim."""
+        silent = {i for i in self._empty - self._arrived if depths[i] > 0}
+        for index in silent & self._silent_watches:
+            fd = self._waker.reset(index)
+            if fd is not None:
+                self._poller.remove(fd)
+            self._arrived.add(index)
+            self.counts["rewatched"] += 1
+            self.log.warning(
+                "queue {} holds {} jobs but its watch never woke this daemon: watch reset, claiming",
+                self.intake.queue_keys[index],
+                depths[index],
+            )
+        self._silent_watches = silent
 
     def _lease_answered(self, renewal: Renewal, sent_mono: float) -> None:
         if renewal is Renewal.LOST:

@@ -166,6 +166,10 @@ class Intake:
         self.client.delete(self._lease_key, keys.daemon_status(self.daemon_id))
         self._exchange.close()
 
+    def drop_exchange_connection(self) -> None:
+        """Disconnect the exchange's connection (abandoning its call in flight); the next call reconnects."""
+        self._exchange.close()
+
     def exchange(self, settlements: list[Settlement], claim: int, now: float, queues: int = 4) -> Claim:
         """Write `settlements`, then claim up to `claim` jobs, P0 first, in one atomic call."""
         self.send_exchange(settlements, claim, now, queues)

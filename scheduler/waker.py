@@ -55,6 +55,17 @@ class Waker:
             conn.disconnect()
         return fd
 
+    def reset(self, index: int) -> int | None:
+        """Drop queue `index`'s watch and its connection (it never answered: a connection that died
+        without a word, or one to a server that is no longer the master); returns the descriptor it
+        was polled on, if it was armed. The next `arm` connects afresh."""
+        conn = self._conns[index]
+        sock = conn._sock  # type: ignore[attr-defined]
+        fd = sock.fileno() if sock is not None and self._armed[index] else None
+        self._armed[index] = False
+        conn.disconnect()
+        return fd
+
     def close(self) -> None:
         for conn in self._conns:
             conn.disconnect()
