@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import os
 import socket
 import time
@@ -24,7 +23,7 @@ from loguru import logger
 import tasks
 from scheduler import checkpoint, outcomes
 from scheduler.breaker import BreakerRules, Breakers
-from scheduler.errors import ConfigError, PayloadError
+from scheduler.errors import PayloadError
 from scheduler.events import Poller
 from scheduler.governor import Governor, release_daemon_memory
 from scheduler.governor.admission import Decision
@@ -146,11 +145,7 @@ class Daemon:
 
     def startup(self) -> None:
         """Import the allowed modules, start the periodic jobs and the slots (after `join`)."""
-        for module in self.settings.allowed_modules:
-            try:
-                importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
-            except ImportError as exc:
-                raise ConfigError(f"allowed module {module!r} cannot be imported: {exc}") from None
+        tasks.import_allowed(self.settings.allowed_modules)  # once here, not in every slot; fails start-up
         self.periodic = Periodic(
             self.client,
             self.settings.periodic,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,9 @@ def enqueue(
 
     Raises:
         UsageError: unknown task or priority, or arguments that are not JSON.
+        ConfigError: an allowed module does not import, or two of their tasks share a short name.
     """
-    import_allowed_modules(settings.allowed_modules)
+    tasks.import_allowed(settings.allowed_modules)
     info = tasks.lookup(task)
     func_path = info.path if info else task
     if not tasks.is_allowed(func_path, settings.allowed_modules):
@@ -68,19 +68,6 @@ def enqueue(
     timeout = timeout_s or (info.timeout_s if info else None)  # RQ writes its queue default otherwise
     job = queue.enqueue_call(func_path, args=args, kwargs=kwargs, timeout=timeout)
     return str(job.id)
-
-
-def import_allowed_modules(modules: tuple[str, ...]) -> None:
-    """Import the operator's job modules, so their `@task` names, priorities and timeouts are known.
-
-    Raises:
-        UsageError: a module cannot be imported.
-    """
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise UsageError(f"allowed module {module!r} cannot be imported: {exc}") from None
 
 
 def _json(text: str, kind: type, what: str) -> Any:
