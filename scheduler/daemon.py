@@ -152,6 +152,7 @@ class Daemon:
             self.settings.queues,
             self.metrics,
             self.settings.allowed_modules,
+            self.settings.serializer,
         )
         self._next_periodic = self.periodic.next_due()
         release_daemon_memory()  # collect and trim first: fewer pages to share, none of them garbage

@@ -1,4 +1,4 @@
-"""Enqueueing from the command line, with plain RQ and the JSON serializer, as any producer would."""
+"""Enqueueing from the command line, with plain RQ and the configured serializer, as any producer would."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from rq import Queue
-from rq.serializers import JSONSerializer
 
 import tasks
 from scheduler.errors import RedisUnavailable, UsageError
 from scheduler.model import Priority
+from scheduler.payload import rq_serializer
 from scheduler.redis_server import SOCKET_NAME
 from scheduler.redis_url import connect
 from settings import Settings
@@ -64,7 +64,7 @@ def enqueue(
     args = _json(args_json, list, "args")
     kwargs = _json(kwargs_json, dict, "--kwargs")
     client = connect(url)
-    queue = Queue(settings.queues[priority], connection=client, serializer=JSONSerializer)
+    queue = Queue(settings.queues[priority], connection=client, serializer=rq_serializer(settings.serializer))
     timeout = timeout_s or (info.timeout_s if info else None)  # RQ writes its queue default otherwise
     job = queue.enqueue_call(func_path, args=args, kwargs=kwargs, timeout=timeout)
     return str(job.id)

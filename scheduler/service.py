@@ -183,7 +183,7 @@ def _report_demo(daemon: Daemon, ids: list[str]) -> list[str]:
     """Log the demo's results once all its jobs have ended; returns the ids still to report."""
     from scheduler.demo import report
 
-    table = report(daemon.client, ids)
+    table = report(daemon.client, ids, daemon.settings.serializer)
     if table is None:
         return ids
     logger.info("{}\n(keep enqueueing: `adaptive-scheduler enqueue add '[1, 2]'`; Ctrl-C stops)", table)

@@ -36,6 +36,26 @@ def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: st
     assert "P0        p0" in table and "live daemons: 1" in table
 
 
+def test_enqueue_and_periodic_jobs_write_the_configured_serializer(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given a daemon that accepts pickle (trusted producers), with a periodic job every second
+    beat = '[{"name": "beat", "task": "add", "args": [1, 1], "every_s": 1}]'
+    env = {"ASCHED_SERIALIZER": "pickle", "ASCHED_PERIODIC": beat}
+    with running_daemon(redis_url, env=env):
+        # When the CLI enqueues a job with the same settings
+        enqueued = cli("enqueue", "add", "[2, 40]", env={"ASCHED_REDIS_URL": redis_url, **FIXTURES, **env})
+        assert enqueued.returncode == 0, enqueued.stderr
+        # Then it is pickled (RQ's default serializer reads it back) and runs, and so do the periodic ticks
+        job = Job.fetch(enqueued.stdout.strip(), connection=client)
+        wait_until(lambda: job.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED))
+        assert job.return_value() == 42, job.latest_result().exc_string
+        tick = wait_until(lambda: next(client.scan_iter(match="rq:job:periodic-beat-*"), None))
+        beat_job = Job.fetch(tick.decode().removeprefix("rq:job:"), connection=client)
+        wait_until(lambda: beat_job.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED))
+        assert beat_job.return_value() == 2, beat_job.latest_result().exc_string
+
+
 def test_a_tasks_own_priority_and_timeout_apply_when_the_producer_sets_none(
     client: redis.Redis, redis_url: str
 ) -> None:
