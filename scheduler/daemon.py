@@ -21,7 +21,7 @@ import redis
 from loguru import logger
 
 import tasks
-from scheduler import checkpoint, outcomes
+from scheduler import checkpoint, outcomes, proctitle
 from scheduler.breaker import BreakerRules, Breakers
 from scheduler.errors import PayloadError
 from scheduler.events import Poller
@@ -585,6 +585,7 @@ class Daemon:
         pending, self._pending = self._pending, []
         self.counts["stale"] += len(pending)
         old, self.id = self.id, new_daemon_id()
+        proctitle.set_title(f"daemon {self.id}")
         self.intake.rejoin(self.id)
         self.lease.renewed(time.monotonic())
         self.log = logger.bind(daemon=self.id)

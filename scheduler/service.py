@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import redis
 from loguru import logger
 
+from scheduler import proctitle
 from scheduler.daemon import Daemon
 from scheduler.exits import EXIT_SOFTWARE
 from scheduler.notify import Notifier
@@ -39,6 +40,7 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
         logger.info("no ASCHED_REDIS_URL: started embedded redis-server at {}", url)
     try:
         daemon = Daemon(settings, url, notifier=notifier)
+        proctitle.set_title(f"daemon {daemon.id}")
         signals = _note_signals()
         if not _join(daemon, signals):
             return 0

@@ -13,7 +13,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from scheduler.exits import EXIT_FAILURE, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE
-from tests.helpers import FIXTURES, cli, queue, running_daemon, wait_until
+from tests.helpers import FIXTURES, cli, queue, running_daemon, title, wait_until
 
 
 def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: str) -> None:
@@ -259,8 +259,15 @@ def test_an_unreachable_redis_gets_one_line_and_exit_code_69(
 def test_run_execs_a_daemon_without_pydantic_or_the_settings_descriptor(redis_url: str) -> None:
     with running_daemon(redis_url) as daemon:
         process = psutil.Process(daemon.process.pid)  # the pid the user started: the exec keeps it
-        assert "scheduler.daemon_main" in process.cmdline()
+        (status_key,) = daemon.client.keys("asched:status:*")
+        daemon_id = status_key.decode().removeprefix("asched:status:")
+        # the daemon proper runs there (the launcher sets no title), and `ps` says which process is which
+        assert title(process.pid) == f"adaptive-scheduler: daemon {daemon_id}"
         wait_until(lambda: len(process.children()) == 2)
+        slots = sorted(process.children(), key=lambda child: child.create_time())
+        wait_until(
+            lambda: [title(slot.pid) for slot in slots] == [f"adaptive-scheduler: slot {i}" for i in (0, 1)]
+        )
         for proc in (process, *process.children()):
             maps = Path(f"/proc/{proc.pid}/maps").read_text()
             assert "pydantic" not in maps, f"pid {proc.pid} maps pydantic"
