@@ -1,27 +1,44 @@
-"""Command line: `run`, `enqueue`, `shed`, `status`, `tasks`.
+"""Command line: `run` the daemon; `enqueue`, `job`, `status`, `shed`, `tasks` talk to it through Redis.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad input or settings, 69 Redis cannot be reached
-(see scheduler/exits.py).
+Exit codes: 0 ok, 1 runtime failure (and: the job failed, no daemon is alive), 2 bad input or settings,
+69 Redis cannot be reached, 124 `job --wait` timed out (see scheduler/exits.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import UsageError
-from scheduler.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reporting_failures
+from scheduler.exits import EXIT_FAILURE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, reporting_failures
 from settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
     import redis
 
     from settings import Settings
+
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+DESCRIPTION = """\
+Run RQ jobs on this host under a memory budget (`run`); enqueue jobs and look at
+them, the queues and the daemons through Redis (the other commands).
+
+Settings: ASCHED_* variables, then .env, then --config FILE (given before or
+after the command, or ASCHED_CONFIG), then the defaults."""
+EXIT_CODES = """exit codes:
+  0    done (job: finished, or not ended yet)
+  1    a runtime failure; job: failed, shed, skipped or canceled; status: no daemon is alive
+  2    bad arguments or settings
+  69   Redis cannot be reached
+  70   run: a bug escaped the daemon loop
+  124  job --wait: the job had not ended in time"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,17 +56,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     return reporting_failures(lambda: args.handler(settings, args))
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adaptive-scheduler", description=__doc__)
-    parser.add_argument("--config", type=Path, help="TOML settings file (also ASCHED_CONFIG)")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+def package_version() -> str:
+    """The installed distribution's version; in a source tree that was never installed, pyproject's."""
+    from importlib import metadata
 
-    run = commands.add_parser("run", help="serve jobs in the foreground until SIGTERM/SIGINT")
+    try:
+        return metadata.version("adaptive-scheduler")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
+
+
+class _Version(argparse.Action):
+    """`--version`, looked up only when asked: importlib.metadata costs every command about 20 ms."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"adaptive-scheduler {package_version()}")
+        parser.exit()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adaptive-scheduler",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="TOML settings file (also ASCHED_CONFIG)")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
+    commands = _Commands(parser.add_subparsers(required=True, metavar="COMMAND", title="commands"))
+    _add_run_and_enqueue(commands)
+    _add_job_and_status(commands)
+    _add_shed_and_tasks(commands)
+    return parser
+
+
+class _Commands:
+    """Makes subcommands: each listed with one line in the top help, which is also its own --help
+    description, and each taking --config after the command too."""
+
+    def __init__(self, subparsers: Subcommands) -> None:
+        self.subparsers = subparsers
+        self.common = argparse.ArgumentParser(add_help=False)
+        # SUPPRESS: not given after the command, the value given before it (or None) stays
+        self.common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML settings file")
+
+    def add(self, name: str, summary: str, within: Subcommands | None = None) -> argparse.ArgumentParser:
+        subparsers = within or self.subparsers
+        return subparsers.add_parser(name, help=summary, description=summary, parents=[self.common])
+
+
+def _add_run_and_enqueue(commands: _Commands) -> None:
+    run = commands.add("run", "serve jobs in the foreground until SIGTERM/SIGINT")
     run.add_argument("--demo", action="store_true", help="enqueue a small demo workload at start")
     run.add_argument("--until-idle", action="store_true", help="stop once every queue is empty")
     run.set_defaults(handler=_run)
 
-    enqueue = commands.add_parser("enqueue", help="enqueue one job with plain RQ")
+    enqueue = commands.add("enqueue", "enqueue one job with plain RQ; prints its id")
     enqueue.add_argument("task", help="task name (e.g. add) or dotted path")
     enqueue.add_argument("args", nargs="?", default="[]", help="JSON list of arguments, e.g. '[1, 2]'")
     enqueue.add_argument(
@@ -59,24 +128,51 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--timeout", type=int, help="job timeout in seconds")
     enqueue.set_defaults(handler=_enqueue)
 
-    shed = commands.add_parser("shed", help="jobs shed under memory pressure: list, replay")
-    shed_commands = shed.add_subparsers(required=True, metavar="ACTION")
-    shed_list = shed_commands.add_parser("list", help="list shed jobs, oldest first")
+
+def _add_job_and_status(commands: _Commands) -> None:
+    job = commands.add("job", "one job: where it is, or its result or error (--wait)")
+    job.add_argument("id", help="job id (as `enqueue` printed it)")
+    job.add_argument(
+        "--wait",
+        nargs="?",
+        type=_seconds,
+        const=math.inf,
+        metavar="SECONDS",
+        help="wait until the job has ended (at most SECONDS; exit 124 if it has not)",
+    )
+    job.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    job.set_defaults(handler=_job)
+
+    status = commands.add("status", "queues, live daemons, slots, counts (exit 1: none alive)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(handler=_status)
+
+
+def _add_shed_and_tasks(commands: _Commands) -> None:
+    shed = commands.add("shed", "jobs shed under memory pressure: list, replay")
+    actions = shed.add_subparsers(required=True, metavar="ACTION", title="actions")
+    shed_list = commands.add("list", "list shed jobs, oldest first", actions)
     shed_list.add_argument("--json", action="store_true", help="print JSON instead of lines")
     shed_list.set_defaults(handler=_shed_list)
-    shed_replay = shed_commands.add_parser("replay", help="put shed jobs back in their queues")
+    shed_replay = commands.add("replay", "put shed jobs back in their queues", actions)
     shed_replay.add_argument("ids", nargs="*", help="job ids (see `shed list`)")
     shed_replay.add_argument("--all", action="store_true", help="replay every shed job")
     shed_replay.set_defaults(handler=_shed_replay)
 
-    status = commands.add_parser("status", help="queue depths, slots and counts")
-    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    status.set_defaults(handler=_status)
-
-    profiles = commands.add_parser("tasks", help="what each task was learned to need in memory")
+    profiles = commands.add("tasks", "what each task was learned to need in memory")
     profiles.add_argument("--json", action="store_true", help="print JSON (bytes) instead of a table")
     profiles.set_defaults(handler=_tasks)
-    return parser
+
+
+def _seconds(text: str) -> float:
+    """A `--wait` value: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"needs a positive number of seconds, got {text!r}")
+    return value
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
@@ -140,7 +236,23 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
     overview = snapshot(settings, resolve_redis_url(settings))
     print(json.dumps(overview, indent=2) if args.json else render(overview, time.time()))
-    return EXIT_OK
+    if overview["daemons"]:
+        return EXIT_OK
+    print("adaptive-scheduler: no daemon is alive", file=sys.stderr)  # scripts: `status || alert`
+    return EXIT_FAILURE
+
+
+def _job(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler import job_view
+
+    client = _client(settings)
+    try:
+        ended = args.wait is None or job_view.wait_for_end(client, args.id, args.wait, settings.serializer)
+        view = job_view.describe(job_view.read(client, args.id, settings.queues, settings.serializer))
+    finally:
+        client.close()
+    print(json.dumps(view, indent=2, default=repr) if args.json else job_view.render(view))
+    return job_view.exit_code(view) if ended else EXIT_TIMEOUT
 
 
 def _tasks(settings: Settings, args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import os
 import socket
 import time
@@ -22,9 +21,9 @@ import redis
 from loguru import logger
 
 import tasks
-from scheduler import checkpoint, outcomes
+from scheduler import checkpoint, outcomes, proctitle
 from scheduler.breaker import BreakerRules, Breakers
-from scheduler.errors import ConfigError, PayloadError
+from scheduler.errors import PayloadError
 from scheduler.events import Poller
 from scheduler.governor import Governor, release_daemon_memory
 from scheduler.governor.admission import Decision
@@ -150,17 +149,14 @@ class Daemon:
 
     def startup(self) -> None:
         """Import the allowed modules, start the periodic jobs and the slots (after `join`)."""
-        for module in self.settings.allowed_modules:
-            try:
-                importlib.import_module(module)  # once here, not in every slot; a typo fails start-up
-            except ImportError as exc:
-                raise ConfigError(f"allowed module {module!r} cannot be imported: {exc}") from None
+        tasks.import_allowed(self.settings.allowed_modules)  # once here, not in every slot; fails start-up
         self.periodic = Periodic(
             self.client,
             self.settings.periodic,
             self.settings.queues,
             self.metrics,
             self.settings.allowed_modules,
+            self.settings.serializer,
         )
         self._next_periodic = self.periodic.next_due()
         release_daemon_memory()  # collect and trim first: fewer pages to share, none of them garbage
@@ -629,6 +625,7 @@ class Daemon:
         pending, self._pending = self._pending, []
         self.counts["stale"] += len(pending)
         old, self.id = self.id, new_daemon_id()
+        proctitle.set_title(f"daemon {self.id}")
         self.intake.rejoin(self.id)
         self.lease.renewed(time.monotonic())
         self.log = logger.bind(daemon=self.id)

@@ -8,7 +8,8 @@ import redis
 from loguru import logger
 from rq import Queue
 from rq.job import Job
-from rq.serializers import JSONSerializer
+
+from scheduler.payload import rq_serializer
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -34,9 +35,10 @@ def enqueue_demo(client: redis.Redis, settings: Settings) -> list[str]:
     They land together, so the daemon's first claim sees them all and starts the P0 ones first.
     """
     ids = []
+    serializer = rq_serializer(settings.serializer)
     with client.pipeline() as pipe:
         for priority, func_path, args in sorted(DEMO, key=lambda item: -item[0]):
-            queue = Queue(settings.queues[priority], connection=client, serializer=JSONSerializer)
+            queue = Queue(settings.queues[priority], connection=client, serializer=serializer)
             jobs = queue.enqueue_many([Queue.prepare_data(func_path, args=args)], pipeline=pipe)
             ids.extend(job.id for job in jobs)
         pipe.execute()
@@ -44,9 +46,9 @@ def enqueue_demo(client: redis.Redis, settings: Settings) -> list[str]:
     return ids
 
 
-def report(client: redis.Redis, ids: list[str]) -> str | None:
+def report(client: redis.Redis, ids: list[str], serializer: str) -> str | None:
     """A table of the demo jobs once every one has ended (None while some are still waiting or running)."""
-    jobs = [Job.fetch(job_id, connection=client, serializer=JSONSerializer) for job_id in ids]
+    jobs = [Job.fetch(job_id, connection=client, serializer=rq_serializer(serializer)) for job_id in ids]
     if any(job.get_status().value in ("queued", "started", "scheduled") for job in jobs):
         return None
     lines = ["demo results (read back through RQ's own API), in the order they started:"]

@@ -28,5 +28,9 @@ class ConfigError(UsageError):
     naming a task that may not run); exit code 2, like a value validation refused: a restart cannot help."""
 
 
+class JobNotFound(SchedulerError):
+    """`job ID` names no job hash: never enqueued there, or expired after its TTL; exit code 1."""
+
+
 class RedisUnavailable(SchedulerError):
     """No Redis to talk to (no embedded one running and none configured); exit code 69: retry later."""

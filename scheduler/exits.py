@@ -4,10 +4,12 @@ Each code tells the caller (systemd's `Restart=on-failure`, a script) what to do
 
 - 0: done.
 - 1 (`EXIT_FAILURE`): a runtime failure, e.g. the embedded redis-server would not start. Restarted.
+  Also `job`: the job failed, was shed, skipped or canceled; `status`: no daemon is alive.
 - 2 (`EXIT_USAGE`): bad arguments or settings; restarting cannot help (`RestartPreventExitStatus=2`).
 - 69 (`EXIT_UNAVAILABLE`, sysexits' EX_UNAVAILABLE): Redis cannot be reached (refused, timed out,
   TLS or credentials refused, no embedded Redis running). Restarted: Redis may come back.
 - 70 (`EXIT_SOFTWARE`, EX_SOFTWARE): a bug escaped the daemon loop. Restarted.
+- 124 (`EXIT_TIMEOUT`, as timeout(1) says it): `job --wait SECONDS` ran out of time before the job ended.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from scheduler.errors import RedisUnavailable, SchedulerError, UsageError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_UNAVAILABLE = 69
 EXIT_SOFTWARE = 70
+EXIT_TIMEOUT = 124
 
 
 def reporting_failures(command: Callable[[], int]) -> int:

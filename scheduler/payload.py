@@ -13,11 +13,14 @@ import pickle
 import sys
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import PayloadError, TaskNotAllowed
 from scheduler.model import Call, JobOptions
 from tasks.registry import describe_allowed, is_allowed, not_defined_there
+
+if TYPE_CHECKING:
+    from rq.serializers import DefaultSerializer, JSONSerializer
 
 # Fields read from the job hash at claim time, in this order: the claim script always returns
 # `timeout` first, then the fields it was asked for (FIELDS[1:]).
@@ -61,6 +64,15 @@ _JSON = json.JSONDecoder()
 # any identifier in an allowed module passes.
 _ALLOWED: set[tuple[str, tuple[str, ...]]] = set()
 _ALLOWED_MAX = 1024
+
+
+def rq_serializer(name: str) -> type[JSONSerializer] | type[DefaultSerializer]:
+    """RQ's serializer for the `serializer` setting ("json" or "pickle"): what our own producers (the CLI,
+    periodic jobs, the demo) write and what `job` reads back, so their jobs are in the format the
+    daemon accepts."""
+    from rq.serializers import DefaultSerializer, JSONSerializer  # pickle: rq's default serializer
+
+    return DefaultSerializer if name == "pickle" else JSONSerializer
 
 
 def decode_call(data: bytes | None, serializer: str, allowed_modules: tuple[str, ...]) -> Call:

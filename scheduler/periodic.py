@@ -29,6 +29,7 @@ from scheduler.governor.pressure import Level
 from scheduler.keys import OURS
 from scheduler.metrics import Metrics
 from scheduler.model import Priority
+from scheduler.payload import rq_serializer
 
 if TYPE_CHECKING:
     from apscheduler.triggers.base import BaseTrigger
@@ -85,8 +86,10 @@ class Periodic:
         queues: tuple[str, ...],
         metrics: Metrics,
         allowed_modules: tuple[str, ...],
+        serializer: str = "json",
     ) -> None:
-        """Raises ConfigError when a periodic job names a task that may not run."""
+        """Raises ConfigError when a periodic job names a task that may not run. Ticks are enqueued in
+        the `serializer` the daemon accepts ("json" or "pickle")."""
         for job in jobs:
             info = tasks.lookup(job.task)
             if not tasks.is_allowed(info.path if info else job.task, allowed_modules):
@@ -95,6 +98,7 @@ class Periodic:
         self._client = client
         self._queues = queues
         self._metrics = metrics
+        self._serializer = serializer
         self.counts = {"fired": 0, "skipped": 0}
         now = datetime.now(UTC)
         self._entries = [self._entry(job, now) for job in jobs]
@@ -126,11 +130,11 @@ class Periodic:
 
     def _enqueue(self, entry: Entry, fire_time: datetime) -> None:
         from rq import Queue
-        from rq.serializers import JSONSerializer
 
         job = entry.job
         info = tasks.lookup(job.task)
-        queue = Queue(self._queues[entry.priority], connection=self._client, serializer=JSONSerializer)
+        serializer = rq_serializer(self._serializer)
+        queue = Queue(self._queues[entry.priority], connection=self._client, serializer=serializer)
         queue.enqueue(
             info.path if info else job.task,
             args=job.args,

@@ -1,18 +1,17 @@
-"""Enqueueing from the command line, with plain RQ and the JSON serializer, as any producer would."""
+"""Enqueueing from the command line, with plain RQ and the configured serializer, as any producer would."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 from rq import Queue
-from rq.serializers import JSONSerializer
 
 import tasks
 from scheduler.errors import RedisUnavailable, UsageError
 from scheduler.model import Priority
+from scheduler.payload import rq_serializer
 from scheduler.redis_server import SOCKET_NAME
 from scheduler.redis_url import connect
 from settings import Settings
@@ -49,8 +48,9 @@ def enqueue(
 
     Raises:
         UsageError: unknown task or priority, or arguments that are not JSON.
+        ConfigError: an allowed module does not import, or two of their tasks share a short name.
     """
-    import_allowed_modules(settings.allowed_modules)
+    tasks.import_allowed(settings.allowed_modules)
     info = tasks.lookup(task)
     func_path = info.path if info else task
     if not tasks.is_allowed(func_path, settings.allowed_modules):
@@ -64,23 +64,10 @@ def enqueue(
     args = _json(args_json, list, "args")
     kwargs = _json(kwargs_json, dict, "--kwargs")
     client = connect(url)
-    queue = Queue(settings.queues[priority], connection=client, serializer=JSONSerializer)
+    queue = Queue(settings.queues[priority], connection=client, serializer=rq_serializer(settings.serializer))
     timeout = timeout_s or (info.timeout_s if info else None)  # RQ writes its queue default otherwise
     job = queue.enqueue_call(func_path, args=args, kwargs=kwargs, timeout=timeout)
     return str(job.id)
-
-
-def import_allowed_modules(modules: tuple[str, ...]) -> None:
-    """Import the operator's job modules, so their `@task` names, priorities and timeouts are known.
-
-    Raises:
-        UsageError: a module cannot be imported.
-    """
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise UsageError(f"allowed module {module!r} cannot be imported: {exc}") from None
 
 
 def _json(text: str, kind: type, what: str) -> Any:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import redis
 from loguru import logger
 
+from scheduler import proctitle
 from scheduler.daemon import Daemon
 from scheduler.exits import EXIT_SOFTWARE
 from scheduler.notify import Notifier
@@ -39,6 +40,7 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
         logger.info("no ASCHED_REDIS_URL: started embedded redis-server at {}", url)
     try:
         daemon = Daemon(settings, url, notifier=notifier)
+        proctitle.set_title(f"daemon {daemon.id}")
         signals = _note_signals()
         if not _join(daemon, signals):
             return 0
@@ -183,7 +185,7 @@ def _report_demo(daemon: Daemon, ids: list[str]) -> list[str]:
     """Log the demo's results once all its jobs have ended; returns the ids still to report."""
     from scheduler.demo import report
 
-    table = report(daemon.client, ids)
+    table = report(daemon.client, ids, daemon.settings.serializer)
     if table is None:
         return ids
     logger.info("{}\n(keep enqueueing: `adaptive-scheduler enqueue add '[1, 2]'`; Ctrl-C stops)", table)

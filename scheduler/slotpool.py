@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from scheduler import checkpoint, outcomes
+from scheduler import checkpoint, outcomes, proctitle
 from scheduler.events import Poller
 from scheduler.governor.monitor import Monitor
 from scheduler.governor.victim import Kind
@@ -289,8 +289,10 @@ class SlotPool:
 
     def _new_slot(self, index: int) -> Slot:
         one_job = self.settings.slot_mode == "fresh"
-        nice = 0 if self._is_lane_index(index) else self.settings.slot_nice  # the P0 lane: not niced
-        slot = Slot(index, replace(self._spec, one_job=one_job, nice=nice))
+        lane = self._is_lane_index(index)
+        nice = 0 if lane else self.settings.slot_nice  # the P0 lane: not niced
+        role = proctitle.slot_role(index, lane)
+        slot = Slot(index, replace(self._spec, one_job=one_job, nice=nice, role=role))
         message_fd, exit_fd = slot.fds
         self._poller.add(message_fd, lambda: self._on_message(slot))
         self._poller.add(exit_fd, lambda: self._on_exit(slot))

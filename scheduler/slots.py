@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from scheduler import slot_main
+from scheduler import proctitle, slot_main
 from scheduler.channel import Channel
 from scheduler.governor.heap import HeapCell
 from scheduler.governor.victim import Kind
@@ -87,6 +87,7 @@ class SlotSpec:
     nice: int = 0
     pulse: Pulse | None = None  # the daemon's pulse, for the slot's dead man's switch
     fence_s: float = 0.0  # ... which stops the job once the daemon has been silent this long
+    role: str = "slot"  # its process title: "slot 2", "slot 2 (P0 lane)" (scheduler.proctitle)
 
 
 class Slot:
@@ -219,6 +220,7 @@ def _fork_slot(conn: Channel, spec: SlotSpec, heap: HeapCell) -> int:
         keep = conn.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        proctitle.set_title(spec.role)  # else `ps` shows the daemon's title for every slot
         if spec.nice:
             os.nice(spec.nice)
         slot_main.serve(conn, spec, heap)

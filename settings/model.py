@@ -294,6 +294,14 @@ class Settings(RedisUrlText, BaseSettings):
                 raise ValueError(reason)
         return modules
 
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _four_queue_names(cls, names: Any) -> Any:
+        """Say what `queues` needs before the tuple type does ("queues.3: Field required" says little)."""
+        if isinstance(names, list | tuple) and len(names) != 4:
+            raise ValueError(f"queues needs exactly 4 names, P0..P3 (got {len(names)})")
+        return names
+
     @field_validator("queues")
     @classmethod
     def _distinct_queue_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:

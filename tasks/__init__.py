@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tasks.registry import TaskInfo, describe_allowed, is_allowed, lookup, registered_paths, task
+from tasks.registry import (
+    TaskInfo,
+    describe_allowed,
+    import_allowed,
+    is_allowed,
+    lookup,
+    registered_paths,
+    task,
+)
 from tasks.sdk import JobContext, Preempted, context
 
 __all__ = [
@@ -11,6 +19,7 @@ __all__ = [
     "TaskInfo",
     "context",
     "describe_allowed",
+    "import_allowed",
     "is_allowed",
     "lookup",
     "registered_paths",

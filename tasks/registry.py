@@ -4,14 +4,22 @@ A job names its function by dotted path (RQ's ``func_name``). Only functions def
 operator lists in ``allowed_modules`` are ever imported or run (nothing by default); the daemon never
 imports a dotted path read from Redis before checking it against that list. `@task` gives a function
 a short name and options (heartbeat, preemptible, priority, ...), never permission to run.
+
+Short names are scoped by their dotted paths: two modules may each define a `resize` task, and each is
+always found by its path. A short name stands for a task only while one registered task carries it;
+`import_allowed` refuses start-up (one line, exit code 2) when tasks of allowed modules share one, since
+`enqueue resize` or a periodic job naming it could not say which it means.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
+
+from scheduler.errors import ConfigError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,7 +40,7 @@ class TaskInfo:
 
 
 _BY_PATH: dict[str, TaskInfo] = {}
-_BY_NAME: dict[str, TaskInfo] = {}
+_BY_NAME: dict[str, dict[str, TaskInfo]] = {}  # short name -> {dotted path: task}: usually one
 
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
@@ -66,23 +74,64 @@ def task(
         info = TaskInfo(
             name or func.__name__, path, heartbeat, preemptible, restartable, priority, timeout, at_most_once
         )
-        if _BY_NAME.get(info.name, info) != info:
-            raise ValueError(f"task name {info.name!r} is registered twice")
-        _BY_PATH[info.path] = info
-        _BY_NAME[info.name] = info
+        _BY_PATH[info.path] = info  # a clash of short names is reported at start-up, not at import:
+        _BY_NAME.setdefault(info.name, {})[info.path] = info  # the application must still import
         return func
 
     return register
 
 
 def lookup(name_or_path: str) -> TaskInfo | None:
-    """The registered task with this short name or dotted path, if any."""
-    return _BY_NAME.get(name_or_path) or _BY_PATH.get(name_or_path)
+    """The registered task with this dotted path, else the one task with this short name.
+
+    None when nothing matches, or when several tasks share the short name (see `name_clashes`).
+    """
+    if (info := _BY_PATH.get(name_or_path)) is not None:
+        return info
+    named = _BY_NAME.get(name_or_path, {})
+    return next(iter(named.values())) if len(named) == 1 else None
 
 
 def registered_paths() -> tuple[str, ...]:
     """Dotted paths of every registered task, sorted."""
     return tuple(sorted(_BY_PATH))
+
+
+def name_clashes(infos: Iterable[TaskInfo], allowed_modules: tuple[str, ...]) -> list[str]:
+    """One line per short name that several tasks share, at least one of them in an allowed module.
+
+    Each line names every dotted path carrying it and the fix; tasks of other modules alone cannot be
+    run, so their clashes are nobody's concern.
+    """
+    paths_by_name: dict[str, list[str]] = {}
+    for info in infos:
+        paths_by_name.setdefault(info.name, []).append(info.path)
+    lines = []
+    for name, paths in sorted(paths_by_name.items()):
+        if len(paths) > 1 and any(is_allowed(path, allowed_modules) for path in paths):
+            *others, last = sorted(paths)
+            lines.append(
+                f"task name {name!r} is shared by {', '.join(others)} and {last}: give them distinct "
+                "names with @task(name=...)"
+            )
+    return lines
+
+
+def import_allowed(allowed_modules: tuple[str, ...]) -> None:
+    """Import the operator's job modules (registering their `@task` names and options), then check
+    that no two of their tasks share a short name.
+
+    Raises:
+        ConfigError: a module cannot be imported, or a short name is ambiguous (one line for all).
+    """
+    for module in allowed_modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"allowed module {module!r} cannot be imported: {exc}") from None
+    clashes = name_clashes(_BY_PATH.values(), allowed_modules)
+    if clashes:
+        raise ConfigError("; ".join(clashes))
 
 
 def is_allowed(func_path: str, allowed_modules: tuple[str, ...]) -> bool:

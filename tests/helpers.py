@@ -48,6 +48,11 @@ def children(pid: int, zombies: bool = False) -> set[int]:
     return found
 
 
+def title(pid: int) -> str:
+    """A process's command line as `ps` shows it (its title, once the process set one)."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
 def queue(client: redis.Redis, priority: int) -> Queue:
     """The plain RQ queue of a priority, as producers use it (JSON serializer)."""
     return Queue(f"p{priority}", connection=client, serializer=JSONSerializer)

@@ -61,6 +61,12 @@ def test_the_config_path_can_come_from_the_environment(
             "slot_mode (ASCHED_SLOT_MODE) = 'threads': Input should be 'pool' or 'fresh'",
         ),
         ({"queues": ["a", "a", "b", "c"]}, "must be four distinct"),
+        (
+            {"queues": ["a", "b", "c"]},
+            "invalid setting queues (ASCHED_QUEUES) = ['a', 'b', 'c']: Value error, queues needs exactly 4 "
+            "names, P0..P3 (got 3)",
+        ),
+        ({"queues": ["a", "b", "c", "d", "e"]}, "queues needs exactly 4 names, P0..P3 (got 5)"),
         ({"colour": "blue"}, "unknown setting 'colour'"),
         ({"allowed_modules": ["myapp.jobs", "builtins"]}, "'builtins' is part of Python's standard library"),
         ({"allowed_modules": ["os"]}, "'os' is part of Python's standard library, which runs code"),

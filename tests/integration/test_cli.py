@@ -12,8 +12,8 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler.exits import EXIT_UNAVAILABLE, EXIT_USAGE
-from tests.helpers import FIXTURES, cli, queue, running_daemon, wait_until
+from scheduler.exits import EXIT_FAILURE, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE
+from tests.helpers import FIXTURES, cli, queue, running_daemon, title, wait_until
 
 
 def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: str) -> None:
@@ -34,6 +34,81 @@ def test_enqueue_then_status_show_the_job_run(client: redis.Redis, redis_url: st
     assert status["totals"]["finished"] == 1
     assert len(status["daemons"]) == 1 and len(status["daemons"][0]["slots"]) == 2
     assert "P0        p0" in table and "live daemons: 1" in table
+
+
+def test_enqueue_and_periodic_jobs_write_the_configured_serializer(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given a daemon that accepts pickle (trusted producers), with a periodic job every second
+    beat = '[{"name": "beat", "task": "add", "args": [1, 1], "every_s": 1}]'
+    env = {"ASCHED_SERIALIZER": "pickle", "ASCHED_PERIODIC": beat}
+    with running_daemon(redis_url, env=env):
+        # When the CLI enqueues a job with the same settings
+        enqueued = cli("enqueue", "add", "[2, 40]", env={"ASCHED_REDIS_URL": redis_url, **FIXTURES, **env})
+        assert enqueued.returncode == 0, enqueued.stderr
+        # Then it is pickled (RQ's default serializer reads it back) and runs, and so do the periodic ticks
+        job = Job.fetch(enqueued.stdout.strip(), connection=client)
+        wait_until(lambda: job.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED))
+        assert job.return_value() == 42, job.latest_result().exc_string
+        tick = wait_until(lambda: next(client.scan_iter(match="rq:job:periodic-beat-*"), None))
+        beat_job = Job.fetch(tick.decode().removeprefix("rq:job:"), connection=client)
+        wait_until(lambda: beat_job.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED))
+        assert beat_job.return_value() == 2, beat_job.latest_result().exc_string
+
+
+def test_job_says_where_a_job_is_waits_for_its_end_and_exits_by_its_outcome(
+    client: redis.Redis, redis_url: str
+) -> None:
+    env = {"ASCHED_REDIS_URL": redis_url, **FIXTURES}
+    # Given a job enqueued while no daemon runs
+    job_id = cli("enqueue", "sleep", "[1.5]", env=env).stdout.strip()
+    queued = cli("job", job_id, env=env)
+    assert queued.returncode == 0, queued.stderr
+    assert queued.stdout.splitlines()[:3] == [
+        f"job {job_id}: queued",
+        "  task     tests.fixtures.jobs.sleep",
+        "  where    queued in p2 (P2), 0 job(s) ahead of it",
+    ]
+    # When a wait runs out before the job ends: exit 124, still saying where it is
+    timed_out = cli("job", job_id, "--wait", "0.3", env=env)
+    assert timed_out.returncode == EXIT_TIMEOUT == 124 and "queued in p2" in timed_out.stdout
+    with running_daemon(redis_url):
+        # Then a daemon claims it (named), and a wait ends with its result
+        (status_key,) = client.keys("asched:status:*")
+        daemon_id = status_key.decode().removeprefix("asched:status:")
+        claimed = wait_until(lambda: (r := cli("job", job_id, env=env)) and "claimed" in r.stdout and r)
+        assert f"claimed by daemon {daemon_id} at " in claimed.stdout
+        waited = cli("job", job_id, "--wait", "--json", env=env)
+        failing = cli("enqueue", "fail", '["no such width"]', env=env).stdout.strip()
+        failed = cli("job", failing, "--wait", "20", env=env)
+    assert waited.returncode == 0, waited.stderr
+    view = json.loads(waited.stdout)
+    assert (view["status"], view["result"], view["queue"], view["priority"]) == ("finished", 1.5, "p2", "P2")
+    assert failed.returncode == 1 and "  error    RuntimeError: no such width" in failed.stdout
+    missing = cli("job", "no-such-job", env=env)
+    assert missing.returncode == 1 and "no job 'no-such-job' in Redis" in missing.stderr
+
+
+def test_status_exits_1_when_no_daemon_is_alive_and_still_prints_the_table(redis_url: str) -> None:
+    result = cli("status", env={"ASCHED_REDIS_URL": redis_url})
+    assert result.returncode == EXIT_FAILURE == 1
+    assert "live daemons: 0" in result.stdout and "priority  queue" in result.stdout
+    assert result.stderr.strip() == "adaptive-scheduler: no daemon is alive"
+
+
+def test_config_is_read_when_given_after_the_command(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "asched.toml"
+    lines = [
+        f'redis_url = "{redis_url}"',
+        'allowed_modules = ["tests.fixtures.jobs"]',
+        'queues = ["a", "b", "c", "d"]',
+    ]
+    config.write_text("\n".join(lines))
+    result = cli("enqueue", "add", "[1, 2]", "--priority", "P1", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert client.lrange("rq:queue:b", 0, -1) == [result.stdout.strip().encode()]
 
 
 def test_a_tasks_own_priority_and_timeout_apply_when_the_producer_sets_none(
@@ -184,8 +259,15 @@ def test_an_unreachable_redis_gets_one_line_and_exit_code_69(
 def test_run_execs_a_daemon_without_pydantic_or_the_settings_descriptor(redis_url: str) -> None:
     with running_daemon(redis_url) as daemon:
         process = psutil.Process(daemon.process.pid)  # the pid the user started: the exec keeps it
-        assert "scheduler.daemon_main" in process.cmdline()
+        (status_key,) = daemon.client.keys("asched:status:*")
+        daemon_id = status_key.decode().removeprefix("asched:status:")
+        # the daemon proper runs there (the launcher sets no title), and `ps` says which process is which
+        assert title(process.pid) == f"adaptive-scheduler: daemon {daemon_id}"
         wait_until(lambda: len(process.children()) == 2)
+        slots = sorted(process.children(), key=lambda child: child.create_time())
+        wait_until(
+            lambda: [title(slot.pid) for slot in slots] == [f"adaptive-scheduler: slot {i}" for i in (0, 1)]
+        )
         for proc in (process, *process.children()):
             maps = Path(f"/proc/{proc.pid}/maps").read_text()
             assert "pydantic" not in maps, f"pid {proc.pid} maps pydantic"

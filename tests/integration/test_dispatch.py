@@ -10,7 +10,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from tests.helpers import children, queue, running_daemon, wait_until
+from tests.helpers import children, queue, running_daemon, title, wait_until
 
 
 def fetch(client: redis.Redis, job_id: str) -> Job:
@@ -226,6 +226,12 @@ def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
         slots = sorted(children(daemon.process.pid), key=lambda pid: psutil.Process(pid).create_time())
         daemon_nice = psutil.Process(daemon.process.pid).nice()
         assert [psutil.Process(pid).nice() - daemon_nice for pid in slots] == [5, 5, 0]
+        expected = [
+            "adaptive-scheduler: slot 0",
+            "adaptive-scheduler: slot 1",
+            "adaptive-scheduler: slot 2 (P0 lane)",
+        ]
+        wait_until(lambda: [title(pid) for pid in slots] == expected)
         # When P0 jobs arrive
         urgent = [queue(client, 0).enqueue("tests.fixtures.jobs.add", i, 100) for i in range(3)]
         # Then they run in the P0 lane within milliseconds, while the P3 jobs keep waiting for a slot

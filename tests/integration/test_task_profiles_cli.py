@@ -78,7 +78,7 @@ def test_a_profiles_key_of_the_wrong_type_is_one_line_for_tasks_and_one_section_
     assert tasks.returncode == 1 and "Traceback" not in tasks.stderr
     expected = "asched:profiles holds a string, not a hash of task profiles: delete it"
     assert tasks.stderr.startswith(f"adaptive-scheduler: {expected}")
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 1, status.stderr  # no daemon is alive; the table is printed all the same
     assert f"task memory profiles: {expected}" in status.stdout and "priority  queue" in status.stdout
 
 
@@ -89,7 +89,7 @@ def test_status_shows_the_ten_largest_profiles_and_json_has_them_all(
     env = {"ASCHED_REDIS_URL": redis_url}
     table = cli("status", env=env)
     overview = json.loads(cli("status", "--json", env=env).stdout)
-    assert table.returncode == 0, table.stderr
+    assert table.returncode == 1, table.stderr  # no daemon is alive; the table is printed all the same
     section = table.stdout.split("task memory profiles: 12 (the 10 largest;", 1)[1].splitlines()[1:]
     assert section[0].split()[:2] == ["task", "runs"]
     assert [line.split()[0] for line in section[1:]] == [f"myapp.jobs.t{i:02}" for i in range(11, 1, -1)]
