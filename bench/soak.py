@@ -50,11 +50,12 @@ LEVELS = ("NORMAL", "ELEVATED", "HIGH", "EMERGENCY")
 NUMBER = re.compile(r"\b\d+(\.\d+)?\b")  # failure reasons group once their numbers are dropped
 
 # Redis keys expected to have no TTL: RQ's queues and registries (RQ trims registries itself), the
-# list of queues, our shed registry (shed jobs are kept for replay), our set of daemon ids (pruned
-# when a dead daemon's jobs are recovered), our skipped registry (trimmed to the result TTL) and the
-# memory profiles (one entry per task, at most profile_max_tasks).
+# list of queues, RQ's worker sets (a member per live worker: a daemon's own is removed at its stop, a
+# dead one's pruned at the next daemon's start), our shed registry (shed jobs are kept for replay), our
+# set of daemon ids (pruned when a dead daemon's jobs are recovered), our skipped registry (trimmed to
+# the result TTL) and the memory profiles (one entry per task, at most profile_max_tasks).
 EXPECTED_WITHOUT_TTL = re.compile(
-    r"^rq:queues$|^rq:(queue|wip|finished|failed|scheduled|canceled|deferred):[^:]+$"
+    r"^rq:queues$|^rq:(queue|wip|finished|failed|scheduled|canceled|deferred):[^:]+$|^rq:workers(:[^:]+)?$"
     r"|^asched:(shed|daemons|skipped|profiles)$"
 )
 WAITING = {"queued", "scheduled", "deferred"}

@@ -46,6 +46,7 @@ from scheduler.periodic import Periodic, marked_heartbeat
 from scheduler.pulse import Pulse
 from scheduler.queue import Entry, LocalQueue
 from scheduler.redis_url import connect
+from scheduler.rq_worker import activity_of
 from scheduler.rqtime import unix_seconds
 from scheduler.slotpool import SlotPool, log_failure
 from scheduler.slots import End, Running, Slot
@@ -119,6 +120,7 @@ class Daemon:
             "stale": 0,
             "rewatched": 0,
         }
+        self.working_s = 0.0  # seconds slots spent running jobs (RQ's total_working_time)
         self._waker = Waker(self.client, self.intake.queue_keys)
         self._pending: list[Settlement] = []
         self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
@@ -483,9 +485,10 @@ class Daemon:
         return self.breakers.admit(call.func_path, job.id, now, running_ids)
 
     def _job_ended(self, running: Running, end: End, seconds: float) -> None:
-        """A job left its slot: its task's breaker (its own failures only), memory profile and run-time
-        metric learn of it."""
+        """A job left its slot: its task's breaker (its own failures only), memory profile, run-time
+        metric and the slots' working time (shown to RQ) learn of it."""
         now = time.time()
+        self.working_s += seconds
         if end is End.FAILED or (end is End.FINISHED and self.breakers.watching(running.call.func_path)):
             self.breakers.ended(running.call.func_path, end is End.FINISHED, now)
         self.enforcer.ended(running, end, now)
@@ -650,7 +653,9 @@ class Daemon:
         self._unsure = True
 
     def _housekeeping_writes(self, pipe: redis.client.Pipeline) -> None:
+        now, now_mono = time.time(), time.monotonic()
         publish(pipe, self._status(), self.settings.lease_ttl_s)
+        self.intake.worker.heartbeat(pipe, activity_of(self, now, now_mono), now)
         self.profiles.write(pipe)
 
     def _reconcile(self) -> None:

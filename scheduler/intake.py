@@ -22,9 +22,10 @@ import redis
 from loguru import logger
 from redis.exceptions import NoScriptError
 
-from scheduler import keys
+from scheduler import keys, rq_worker
 from scheduler.model import ClaimedJob, Outcome, Priority, Settlement
 from scheduler.payload import FIELDS
+from scheduler.rq_worker import Identity, Registration
 from scheduler.rqtime import rq_timestamp
 from scheduler.scriptline import ScriptLine
 
@@ -70,6 +71,7 @@ class Intake:
         self.settings = settings
         self.daemon_id = daemon_id
         self.worker_name = f"adaptive-scheduler:{daemon_id}"
+        self.worker = self._registration()
         self.lease_token = uuid.uuid4().hex  # renewal checks it: a lease is this daemon's, not any SET's
         self.reclaim_after = 0.0  # monotonic s: no reclaiming of peers before (set after an outage)
         self._next_execution = 0
@@ -96,20 +98,36 @@ class Intake:
         self._promote = client.register_script(_source("promote"))
         self._promote_keys = [keys.scheduled(name) for name in settings.queues] + self.queue_keys
 
+    def _registration(self) -> Registration:
+        identity = Identity.here(self.worker_name, self.settings.queues, time.time())
+        return Registration(identity, self.settings.lease_ttl_s)
+
     def announce(self) -> None:
-        """Take this daemon's lease (with its token) and register the queues with RQ (`rq info`)."""
+        """Take this daemon's lease (with its token) and register the queues and this daemon as a worker
+        with RQ (`rq info`); then drop the registrations that dead workers left."""
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self._lease_key, self.lease_token, px=self._lease_ms)
-            pipe.sadd(keys.DAEMONS, self.daemon_id)
-            pipe.sadd(keys.RQ_QUEUES, *self.queue_keys)
+            self._announce(pipe)
             pipe.execute()
+        rq_worker.prune(self.client, self.settings.queues)
+
+    def _announce(self, pipe: redis.client.Pipeline, state: str = rq_worker.STARTED) -> None:
+        pipe.set(self._lease_key, self.lease_token, px=self._lease_ms)
+        pipe.sadd(keys.DAEMONS, self.daemon_id)
+        pipe.sadd(keys.RQ_QUEUES, *self.queue_keys)
+        self.worker.register(pipe, time.time(), state)
 
     def rejoin(self, daemon_id: str) -> None:
-        """Come back under a new id (this one's lease was lost): new lease, new execution ids."""
+        """Come back under a new id (this one's lease was lost): new lease, new execution ids, and a new
+        RQ worker in place of the old one (in one round trip: `rq info` never shows both)."""
+        retired = self.worker
         self.daemon_id = daemon_id
         self.worker_name = f"adaptive-scheduler:{daemon_id}"
+        self.worker = self._registration()
         self.lease_token = uuid.uuid4().hex
-        self.announce()
+        with self.client.pipeline(transaction=False) as pipe:
+            retired.unregister(pipe)
+            self._announce(pipe, rq_worker.IDLE)  # the daemon stopped every job before it rejoins
+            pipe.execute()
 
     @property
     def _lease_key(self) -> str:
@@ -162,8 +180,12 @@ class Intake:
         return ["dead", keys.daemon_lease(""), uptime_s]
 
     def release_lease(self) -> None:
-        """Drop the lease and the published status on a clean stop (after everything was settled)."""
-        self.client.delete(self._lease_key, keys.daemon_status(self.daemon_id))
+        """Drop the lease, the published status and the RQ worker on a clean stop (after everything was
+        settled)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(self._lease_key, keys.daemon_status(self.daemon_id))
+            self.worker.unregister(pipe)
+            pipe.execute()
         self._exchange.close()
 
     def drop_exchange_connection(self) -> None:

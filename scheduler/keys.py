@@ -1,7 +1,9 @@
 """Every Redis key the daemon touches: RQ's (so RQ's tools see our work) and our own.
 
 RQ's layout is shared by rq 2.x and 3.x: job hashes ``rq:job:<id>``, queues ``rq:queue:<name>``,
-registries ``rq:{wip,finished,failed,scheduled}:<queue>``, results streams ``rq:results:<id>``.
+registries ``rq:{wip,finished,failed,scheduled}:<queue>``, results streams ``rq:results:<id>``, and the
+worker registry (``rq:workers``, ``rq:workers:<queue>``, ``rq:worker:<name>``), where each daemon is
+one worker (`scheduler.rq_worker`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 RQ_JOB = "rq:job:"
 RQ_QUEUES = "rq:queues"
 RESULTS = "rq:results:"
+RQ_WORKERS = "rq:workers"  # set of every registered worker's hash key: what `rq info` counts
 OURS = "asched:"
 
 
@@ -38,6 +41,26 @@ def scheduled(name: str) -> str:
 
 def canceled(name: str) -> str:
     return f"rq:canceled:{name}"
+
+
+def rq_workers_of(queue_name: str) -> str:
+    """RQ's set of the worker keys serving `queue_name` (`rq info -R`, `Worker.all(queue=...)`)."""
+    return f"{RQ_WORKERS}:{queue_name}"
+
+
+def rq_worker(name: str) -> str:
+    """RQ's hash of the worker `name`: what `Worker.refresh` reads back."""
+    return f"rq:worker:{name}"
+
+
+def rq_worker_executions(name: str) -> str:
+    """rq 3's set of the worker's executions in progress (``<job id>:<execution id>``): its current jobs."""
+    return f"rq:worker:{name}:executions"
+
+
+def rq_execution(job_id: str, execution_id: str) -> str:
+    """rq 3's hash of one execution of a job (read through the worker's executions set)."""
+    return f"rq:execution:{job_id}:{execution_id}"
 
 
 def daemon_lease(daemon_id: str) -> str:

@@ -179,7 +179,13 @@ def publish(client: redis.Redis, status: DaemonStatus, ttl_s: float) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Overview:
-    """Everything `status` shows."""
+    """Everything `status` shows.
+
+    A queue's `started` is RQ's started registry, what `rq info` calls executing: the jobs running in a
+    slot plus those claimed into a daemon's local queue, waiting for a slot. Each queue row splits it into
+    `waiting_for_slot` (summed over the daemons' local queues) and `running` (the rest); each daemon gets
+    the same two counts. The daemons publish once per renewal interval, so the split may lag a second.
+    """
 
     queues: dict[str, dict[str, Any]]
     totals: dict[str, int]  # summed over the live daemons, since each started
@@ -202,18 +208,21 @@ def gather(client: redis.Redis, queue_names: tuple[str, ...], rule: Rule) -> Ove
             -1 if isinstance(value, redis.ResponseError) else value  # a queue key that is not a list
             for value in pipe.execute(raise_on_error=False)
         ]
+    daemons = _daemons(client)
     queues = {}
     for i, name in enumerate(queue_names):
         queued, started, finished, failed, scheduled = results[i * 5 : i * 5 + 5]
+        waiting = sum(daemon["local"].get(f"P{i}", 0) for daemon in daemons)
         queues[f"P{i}"] = {
             "queue": name,
             "queued": queued,
             "started": started,
+            "running": max(0, started - waiting),
+            "waiting_for_slot": waiting,
             "finished": finished,
             "failed": failed,
             "scheduled": scheduled,
         }
-    daemons = _daemons(client)
     totals: dict[str, int] = {}
     for daemon in daemons:
         for name, count in daemon["counts"].items():
@@ -226,6 +235,12 @@ def gather(client: redis.Redis, queue_names: tuple[str, ...], rule: Rule) -> Ove
 
 
 def _daemons(client: redis.Redis) -> list[dict[str, Any]]:
+    """The live daemons' published status, each with its jobs `running` (in a slot) and
+    `waiting_for_slot` (claimed, held in its local queue)."""
     names = sorted(client.scan_iter(match=keys.daemon_status("*"), count=100))
     values = client.mget(names) if names else []
-    return [json.loads(value) for value in values if value]
+    daemons = [json.loads(value) for value in values if value]
+    for daemon in daemons:
+        daemon["running"] = sum(1 for slot in daemon["slots"] if slot["job_id"])
+        daemon["waiting_for_slot"] = sum(daemon["local"].values())
+    return daemons

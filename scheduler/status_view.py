@@ -12,6 +12,10 @@ from scheduler.task_profiles import TaskRow
 from settings import Settings
 
 SHOWN_PROFILES = 10  # the table's share of the task profiles (--json and `tasks` have them all)
+STARTED_LEGEND = (
+    "started (`rq info`: executing) = running in a slot + claimed: held in a daemon's local queue, "
+    "waiting for a slot"
+)
 
 
 def snapshot(settings: Settings, url: str) -> dict[str, Any]:
@@ -25,12 +29,14 @@ def snapshot(settings: Settings, url: str) -> dict[str, Any]:
 
 def render(overview: dict[str, Any], now: float) -> str:
     """A table per section, fixed-width, readable in a terminal (`now`: unix s, for the profiles' ages)."""
-    lines = ["priority  queue         queued  started  finished  failed  scheduled"]
+    lines = ["priority  queue         queued  started  running  claimed  finished  failed  scheduled"]
     for priority, row in overview["queues"].items():
         lines.append(
             f"{priority:<9} {row['queue']:<12} {row['queued']:>7} {row['started']:>8} "
+            f"{row['running']:>8} {row['waiting_for_slot']:>8} "
             f"{row['finished']:>9} {row['failed']:>7} {row['scheduled']:>10}"
         )
+    lines.append(STARTED_LEGEND)
     totals = overview["totals"]
     lines.append("")
     lines.append(
@@ -39,8 +45,7 @@ def render(overview: dict[str, Any], now: float) -> str:
     daemons = overview["daemons"]
     lines.append(f"live daemons: {len(daemons)}")
     for daemon in daemons:
-        local = " ".join(f"{p}={n}" for p, n in daemon["local"].items())
-        lines.append(f"  {daemon['id']} (pid {daemon['pid']}, {daemon['slot_mode']}) local queue: {local}")
+        lines.append(f"  {daemon['id']} (pid {daemon['pid']}, {daemon['slot_mode']}): {_activity(daemon)}")
         memory = daemon.get("memory")
         if memory:
             lines.append(
@@ -63,6 +68,13 @@ def render(overview: dict[str, Any], now: float) -> str:
             lines.append(f"    circuit breaker {circuit}: {task}")
     lines += _profiles(overview, now)
     return "\n".join(lines)
+
+
+def _activity(daemon: dict[str, Any]) -> str:
+    """Running jobs apart from claimed ones: both are in RQ's started registry, only the first run."""
+    waiting = ", ".join(f"{p} {n}" for p, n in daemon["local"].items() if n) or "none"
+    slots = f"running {daemon['running']} of {len(daemon['slots'])} slots"
+    return f"{slots}; claimed, waiting for a slot: {waiting}"
 
 
 def _profiles(overview: dict[str, Any], now: float) -> list[str]:
