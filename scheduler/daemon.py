@@ -644,11 +644,13 @@ class Daemon:
             self.id,
         )
 
-    def redis_back(self) -> None:
-        """Redis answers again after an outage: reclaim no peer for a lease, since they too were cut
-        off and need that long to renew (an outage is not a death); and reconcile this daemon's own
-        claims, since a Redis that restarted or failed over may have lost writes it had acknowledged
-        (a settle lost there leaves a claim this daemon no longer holds: it goes back to its queue)."""
+    def redis_failed(self) -> None:
+        """A Redis call failed (at every failure of an outage, so that the first round trip after it,
+        whose housekeeping may run before anyone notices Redis is back, is covered too): reclaim no
+        peer until a lease after the last failure, since they too were cut off and need that long to
+        renew (an outage is not a death); and reconcile this daemon's own claims at the next reply,
+        since a Redis that restarted or failed over may have lost writes it had acknowledged (a settle
+        lost there leaves a claim this daemon no longer holds: it goes back to its queue)."""
         self.intake.reclaim_after = time.monotonic() + self.settings.lease_ttl_s + RENEW_SLACK_S
         self._unsure = True
 

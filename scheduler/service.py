@@ -79,6 +79,7 @@ def _tick(daemon: Daemon, outage: list[int], signals: list[int]) -> bool:
             daemon.client.ping()  # a turn may make no Redis call at all: ask before saying it is back
     except redis.RedisError as exc:  # no Redis error stops the daemon: each one is waited out
         trouble = redis_trouble(exc)
+        daemon.redis_failed()
         if not outage[0]:
             logger.warning("{}, retrying with backoff: {}", trouble, exc)
         daemon.notifier.status(f"DEGRADED: {trouble} ({exc}); retrying with backoff")
@@ -88,7 +89,6 @@ def _tick(daemon: Daemon, outage: list[int], signals: list[int]) -> bool:
         return daemon.stop_requested and daemon.force_stop
     if outage[0]:
         logger.info("Redis reachable again after {} attempts", outage[0])
-        daemon.redis_back()
         outage[0] = 0
     return done
 
