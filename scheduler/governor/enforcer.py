@@ -43,6 +43,10 @@ class Enforcer:
         self.pool = pool
         self.planner = planner
         self.log = logger
+        # one stop, then a reading taken after it, then perhaps another: the memory a stop frees shows
+        # only in the next reading, whichever path (a level, the slot cap, room for P0) stopped
+        self._last_reading_mono = 0.0
+        self._last_stop_mono = -1.0
 
     # --- readings ------------------------------------------------------------------------------------
 
@@ -51,6 +55,7 @@ class Enforcer:
         calls for it; replace idle slots that kept memory."""
         sample = self.governor.sample
         assert sample is not None
+        self._last_reading_mono = now_mono
         self.pool.recycle_leaky(sample.slot_growth, int(self.settings.slot_idle_growth_limit))
         for slot in self.pool.slots:
             if slot.running is not None:
@@ -58,12 +63,17 @@ class Enforcer:
         runners = self.runners()
         actions = over_cap(runners, int(self.settings.slot_memory_cap))
         reading = Reading(max(sample.used, sample.heap), sample.budget)
-        stopping = self.pool.stopping() or bool(actions)
+        stopping = self._stopping() or bool(actions)
         stop = pressure_stop(reading, self.governor.thresholds, runners, stopping)
         for action in [*actions, *([stop] if stop else [])]:
             self.apply(action, now_mono, reading.percent)
 
+    def _stopping(self) -> bool:
+        """A stop has not shown in a reading yet: no other stop for memory now."""
+        return self.pool.stopping() or self._last_stop_mono >= self._last_reading_mono
+
     def apply(self, action: Preempt | Stop, now_mono: float, percent: float) -> None:
+        self._last_stop_mono = now_mono
         slot = self.pool.slots[action.slot]
         match action:
             case Preempt(reason=reason):
@@ -98,7 +108,7 @@ class Enforcer:
         """A P0 job started although it is predicted not to fit: stop one lower job now, before the
         reading shows the shortage (the next readings stop more if they must)."""
         sample = self.governor.sample
-        if running.job.priority != Priority.P0 or sample is None or self.pool.stopping():
+        if running.job.priority != Priority.P0 or sample is None or self._stopping():
             return
         need = self.planner.overflow(self.pool.running(), sample)
         victim = choose(self.runners(), need) if need > 0 else None
