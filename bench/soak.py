@@ -53,10 +53,11 @@ NUMBER = re.compile(r"\b\d+(\.\d+)?\b")  # failure reasons group once their numb
 # list of queues, RQ's worker sets (a member per live worker: a daemon's own is removed at its stop, a
 # dead one's pruned at the next daemon's start), our shed registry (shed jobs are kept for replay), our
 # set of daemon ids (pruned when a dead daemon's jobs are recovered), our skipped registry (trimmed to
-# the result TTL) and the memory profiles (one entry per task, at most profile_max_tasks).
+# the result TTL), the memory profiles (one entry per task, at most profile_max_tasks) and the foreign
+# list (bounded).
 EXPECTED_WITHOUT_TTL = re.compile(
     r"^rq:queues$|^rq:(queue|wip|finished|failed|scheduled|canceled|deferred):[^:]+$|^rq:workers(:[^:]+)?$"
-    r"|^asched:(shed|daemons|skipped|profiles)$"
+    r"|^asched:(shed|daemons|skipped|profiles|foreign)$"
 )
 WAITING = {"queued", "scheduled", "deferred"}
 UNENDED = WAITING | {"started"}  # an RQ job hash has no TTL until the job ends

@@ -88,9 +88,10 @@ class Intake:
                 keys.scheduled(name),
                 keys.canceled(name),
             )
-        ] + [keys.SHED, keys.SKIPPED]
+        ] + [keys.SHED, keys.SKIPPED, keys.FOREIGN]
         self._timeouts = [int(settings.default_job_timeout_s), int(settings.lease_ttl_s + LEASE_SLACK_S)]
         source = _source("exchange").replace("__FIELDS__", _lua_list(FIELDS[1:]))
+        source = source.replace("__FOREIGN_KEPT__", str(keys.FOREIGN_KEPT))
         self._exchange = ScriptLine(client, source.replace("__KEYS__", _lua_list(self._exchange_keys)))
         self._reclaim = client.register_script(_source("reclaim"))
         self._renew = client.register_script(_source("renew"))
@@ -297,9 +298,10 @@ def _parse_claim(flat: list[bytes | int]) -> tuple[list[ClaimedJob], list[str]]:
         claimed.append(ClaimedJob(job_id, PRIORITIES[flat[i]], execution.decode(), fields))  # type: ignore[union-attr, index, arg-type]
     if foreign:
         logger.warning(
-            "dropped {} queue entries that are not RQ jobs (an id outside [A-Za-z0-9_-], or a key that is "
-            "not a job hash; left untouched): {}",
+            "moved {} queue entries that are not RQ jobs (an id outside [A-Za-z0-9_-], or a key that is "
+            "not a job hash; the key is left untouched) to {}: {}",
             len(foreign),
+            keys.FOREIGN,
             ", ".join(foreign[:10]),
         )
     return claimed, missing

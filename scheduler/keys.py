@@ -75,5 +75,7 @@ def daemon_status(daemon_id: str) -> str:
 
 SHED = f"{OURS}shed"  # sorted set: ids of jobs shed under memory pressure, by time; `shed replay`
 SKIPPED = f"{OURS}skipped"  # sorted set: ids of heartbeat jobs skipped under memory pressure
+FOREIGN = f"{OURS}foreign"  # list: queue entries that named no RQ job (bad id, or a key of another type)
+FOREIGN_KEPT = 10_000  # ... the most recent ones kept
 DAEMONS = f"{OURS}daemons"  # set of daemon ids that have claimed work (recovery scans it)
 PROFILES = f"{OURS}profiles"  # hash: task (function path) -> its memory profile (versioned JSON)

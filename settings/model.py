@@ -202,8 +202,14 @@ class Settings(RedisUrlText, BaseSettings):
     elevated_percent: float = Field(
         default=70.0, description="Pressure % at which heartbeat jobs are skipped."
     )
-    high_percent: float = Field(default=85.0, description="Pressure % at which P2/P3 jobs are preempted.")
-    emergency_percent: float = Field(default=95.0, description="Pressure % at which all but P0 stops.")
+    high_percent: float = Field(
+        default=85.0,
+        description="Pressure % at which P2/P3 jobs are no longer started and, while two or more jobs "
+        "run, one P2/P3 job stops per reading.",
+    )
+    emergency_percent: float = Field(
+        default=95.0, description="Pressure % at which only P0 runs: one other job stops per reading."
+    )
     pressure_margin_percent: float = Field(
         default=5.0, ge=0, lt=50, description="A level is left only below its threshold minus this ..."
     )

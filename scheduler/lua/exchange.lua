@@ -9,7 +9,8 @@
 --
 -- Keys (the `K` table below, written into this source when it is loaded, like `fields`, so a call
 --   sends none): for each priority P0..P3: queue, started, finished, failed, scheduled, canceled
---   (24 keys); then the shed registry and the skipped registry (sorted sets of job ids by time).
+--   (24 keys); then the shed registry and the skipped registry (sorted sets of job ids by time), and the
+--   foreign list (queue entries that named no RQ job).
 -- ARGV[1..9]: now (unix s), now (RQ ISO text), worker name, jobs to claim, execution-id prefix,
 --   first execution counter, default timeout (s), lease slack (s), number of settlements S;
 --   then S x 5 settlement values: the text fields joined by "\31" (outcome (finished|failed|retry|
@@ -175,6 +176,14 @@ if #dependents > 0 and redis.call('EXISTS', unpack(dependents)) > 0 then
   end
 end
 
+-- A queue entry that names no RQ job (an id outside RQ's [A-Za-z0-9_-], or a key of another type) is
+-- not run and not lost: it moves to the foreign list (the most recent FOREIGN_KEPT are kept), and the
+-- key it names, not ours, is left untouched.
+local function refuse(id)
+  redis.call('RPUSH', K[27], id)
+  redis.call('LTRIM', K[27], -__FOREIGN_KEPT__, -1)
+end
+
 -- claim: only under this daemon's own lease (a daemon that lost it, and was reclaimed, claims nothing;
 -- nobody would reclaim claims made under an id no longer in the daemon set)
 local n = tonumber(ARGV[4])
@@ -205,9 +214,10 @@ for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
       end
       claimed[#claimed + 1] = qi
       claimed[#claimed + 1] = id
-      if not values then
+      if not values then -- not an RQ job: it ends in a known place, with the reason, never vanishes
         claimed[#claimed + 1] = '!'
         for _ = 0, #fields do claimed[#claimed + 1] = '' end
+        refuse(id)
       elseif not values[1] and redis.call('EXISTS', key) == 0 then
         claimed[#claimed + 1] = ''
       else

@@ -752,6 +752,7 @@ def test_hostile_input_ends_in_a_known_place_and_the_daemon_keeps_serving(
             assert return_value(client, job_id) == case.result
         if end == "dropped" and not_ours:
             assert client.dump(b"rq:job:" + job_id) == before, "a key that is not ours was changed"
+            assert job_id in client.lrange("asched:foreign", -20, -1), "the entry is kept, not lost"
         # and the daemon is alive and runs the good job enqueued behind it
         wait_until(lambda: place(client, case.queue, good_id) == "finished", timeout_s=SETTLE_S)
         assert return_value(client, good_id) == 42
