@@ -92,7 +92,14 @@ class Intake:
         self._timeouts = [int(settings.default_job_timeout_s), int(settings.lease_ttl_s + LEASE_SLACK_S)]
         source = _source("exchange").replace("__FIELDS__", _lua_list(FIELDS[1:]))
         source = source.replace("__FOREIGN_KEPT__", str(keys.FOREIGN_KEPT))
-        self._exchange = ScriptLine(client, source.replace("__KEYS__", _lua_list(self._exchange_keys)))
+        self._exchange = ScriptLine(
+            client,
+            source.replace("__KEYS__", _lua_list(self._exchange_keys)),
+            settings.replica_acks,
+            settings.replica_ack_timeout_ms,
+        )
+        self.unreplicated = 0  # calls not acknowledged by `replica_acks` replicas in time
+        self._unreplicated_said = 0.0
         self._reclaim = client.register_script(_source("reclaim"))
         self._renew = client.register_script(_source("renew"))
         self._reclaim_keys = self.queue_keys + self._started_keys + [keys.DAEMONS]
@@ -223,6 +230,8 @@ class Intake:
     def receive_exchange(self) -> Claim:
         """The outcome of the exchange in flight."""
         with_dependents, flat, emptied, stale, damaged = self._exchange.receive()
+        if self._exchange.acked < self._exchange.replica_acks:
+            self._note_unreplicated()
         for raw_id in with_dependents:
             self._enqueue_dependents(raw_id.decode())
         claimed, missing = _parse_claim(flat)
@@ -231,6 +240,19 @@ class Intake:
         stale_ids = [raw.decode(errors="replace") for raw in stale]
         damaged_ids = [raw.decode(errors="replace") for raw in damaged]
         return Claim(claimed, missing, empty, broken, stale_ids, damaged_ids)
+
+    def _note_unreplicated(self) -> None:
+        """A call that fewer replicas than `replica_acks` acknowledged in time: counted, said every 10 s."""
+        self.unreplicated += 1
+        if time.monotonic() - self._unreplicated_said >= 10.0:
+            self._unreplicated_said = time.monotonic()
+            logger.warning(
+                "{} claim-and-settle calls so far not acknowledged by {} replicas within {} ms: a failover "
+                "now could lose their writes",
+                self.unreplicated,
+                self._exchange.replica_acks,
+                self.settings.replica_ack_timeout_ms,
+            )
 
     def recover(self) -> list[str]:
         """Put back the claims of daemons whose lease expired while Redis was up; returns their ids."""

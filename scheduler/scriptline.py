@@ -33,16 +33,22 @@ class ScriptLine:
     """Calls one Lua script (that takes no keys) by its SHA over a private connection, one call in
     flight at a time."""
 
-    def __init__(self, client: redis.Redis, source: str) -> None:
+    def __init__(
+        self, client: redis.Redis, source: str, replica_acks: int = 0, ack_timeout_ms: int = 0
+    ) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
         self._conn = client.connection_pool.make_connection()
         self._head = b"$7\r\nEVALSHA\r\n$40\r\n" + self.sha.encode() + b"\r\n$1\r\n0\r\n"
         self._packed = b""
+        # durability: each call is followed, in the same packet, by WAIT <replicas> <timeout ms>
+        self._wait = encode(b"$4\r\nWAIT\r\n", 1, [replica_acks, ack_timeout_ms]) if replica_acks else b""
+        self.replica_acks = replica_acks
+        self.acked = replica_acks  # how many replicas acknowledged the last call (WAIT's answer)
 
     def send(self, args: list[Arg]) -> int:
         """Send a call; returns the socket's descriptor, readable once the reply is there."""
-        self._packed = encode(self._head, 3, args)
+        self._packed = encode(self._head, 3, args) + self._wait
         with self._dropping_on_error():
             ensure_connected(self._conn)
             self._conn.send_packed_command([self._packed])
@@ -52,12 +58,21 @@ class ScriptLine:
         """The reply to the call in flight (blocks until it is complete)."""
         with self._dropping_on_error():
             try:
-                return self._conn.read_response()
+                return self._read_call()
             except NoScriptError:  # Redis restarted or flushed its scripts: load it and call again
+                if self._wait:
+                    self._conn.read_response()  # the WAIT sent behind the refused call
                 self._conn.send_command("SCRIPT", "LOAD", self.source)
                 self._conn.read_response()
                 self._conn.send_packed_command([self._packed])
-                return self._conn.read_response()
+                return self._read_call()
+
+    def _read_call(self) -> Any:
+        """The script's reply, then (with replica_acks) WAIT's: how many replicas have the writes."""
+        reply = self._conn.read_response()
+        if self._wait:
+            self.acked = int(self._conn.read_response())
+        return reply
 
     def __call__(self, args: list[Arg]) -> Any:
         """Send and wait for the reply."""

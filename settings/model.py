@@ -140,6 +140,21 @@ class Settings(RedisUrlText, BaseSettings):
         ge=1,
         description="Liveness lease of a daemon: its claimed jobs are recovered this long after it dies.",
     )
+    replica_acks: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Replicas that must acknowledge each claim-and-settle call (Redis WAIT) before the "
+        "daemon goes on; 0: none (asynchronous replication, the default). Costs a replica round trip "
+        "per call; see 'What async replication can still lose'.",
+    )
+    replica_ack_timeout_ms: int = Field(
+        default=500,
+        ge=1,
+        le=60_000,
+        description="How long a call waits for those acknowledgements; past it the daemon goes on, "
+        "logs it and counts the call as unreplicated.",
+    )
     stop_timeout_s: float = Field(
         default=30.0,
         gt=0,
