@@ -49,8 +49,12 @@ def children(pid: int, zombies: bool = False) -> set[int]:
 
 
 def title(pid: int) -> str:
-    """A process's command line as `ps` shows it (its title, once the process set one)."""
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    """A process's command line as `ps` shows it (its title, once the process set one); "<gone>" once
+    it has ended (a slot replaced meanwhile), so that a wait on it fails with the titles it saw."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return "<gone>"
 
 
 def queue(client: redis.Redis, priority: int) -> Queue:
