@@ -264,9 +264,11 @@ def test_run_execs_a_daemon_without_pydantic_or_the_settings_descriptor(redis_ur
         # the daemon proper runs there (the launcher sets no title), and `ps` says which process is which
         assert title(process.pid) == f"adaptive-scheduler: daemon {daemon_id}"
         wait_until(lambda: len(process.children()) == 2)
-        slots = sorted(process.children(), key=lambda child: child.create_time())
+        slots = process.children()
         wait_until(
-            lambda: [title(slot.pid) for slot in slots] == [f"adaptive-scheduler: slot {i}" for i in (0, 1)]
+            lambda: (
+                sorted(title(slot.pid) for slot in slots) == [f"adaptive-scheduler: slot {i}" for i in (0, 1)]
+            )
         )
         for proc in (process, *process.children()):
             maps = Path(f"/proc/{proc.pid}/maps").read_text()
