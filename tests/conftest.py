@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from scheduler.redis_server import RedisServer
+from tests.sentinel_cluster import SentinelCluster
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +39,13 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     connection = redis.Redis.from_url(redis_url)
     yield connection
     connection.close()
+
+
+@pytest.fixture()
+def cluster() -> Iterator[SentinelCluster]:
+    """A real Redis Sentinel deployment on loopback (master, replica, three sentinels), stopped after."""
+    started = SentinelCluster().start()
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -20,6 +20,7 @@ from scheduler import keys
 from scheduler.governor.profiles import Profile, Rule, decode, encode, observe, predict
 
 REFRESH_S = 10.0
+PREDICTION_KEPT_S = 60.0  # a prediction decays with a 24 h half-life: a minute-old one is still right
 
 
 class ProfileStore:
@@ -33,10 +34,23 @@ class ProfileStore:
         self._dirty: set[str] = set()
         self._refused: set[str] = set()  # entries already reported as unreadable
         self._next_refresh = 0.0
+        # task -> (the profile it was computed from, when, the prediction): admission asks for every
+        # start and every waiting job's retry, and the weighted quantile sorts and decays every peak
+        self._predicted: dict[str, tuple[Profile, float, int | None]] = {}
 
     def predict(self, task: str, now: float) -> int | None:
         """Bytes the task's next run is expected to add at its peak; None before its first run ends."""
-        return predict(self.profiles.get(task), now, self.rule)
+        profile = self.profiles.get(task)
+        if profile is None:
+            return None
+        kept = self._predicted.get(task)
+        if kept is not None and kept[0] is profile and now - kept[1] < PREDICTION_KEPT_S:
+            return kept[2]
+        if len(self._predicted) > 2 * self.max_tasks:  # profiles evicted or replaced: start afresh
+            self._predicted.clear()
+        value = predict(profile, now, self.rule)
+        self._predicted[task] = (profile, now, value)
+        return value
 
     def observe(self, task: str, peak_bytes: int, now: float, stopped: bool) -> Profile:
         """Learn from a run that ended (`stopped`: for memory, so `peak_bytes` is a lower bound)."""

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import redis
 
 from tests.helpers import queue, running_daemon, wait_until
 from tests.sentinel_cluster import SentinelCluster
-
-
-@pytest.fixture()
-def cluster() -> Iterator[SentinelCluster]:
-    started = SentinelCluster().start()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def test_with_replica_acks_a_finished_job_is_on_the_replica_when_its_outcome_is_written(

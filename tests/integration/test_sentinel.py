@@ -7,25 +7,13 @@ master is SIGKILLed mid-drain.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from scheduler.redis_url import connect
 from scheduler.rqtime import unix_seconds
 from tests.helpers import DaemonProcess, queue, wait_until
 from tests.runs import executions
 from tests.sentinel_cluster import SentinelCluster
-
-
-@pytest.fixture()
-def cluster() -> Iterator[SentinelCluster]:
-    started = SentinelCluster().start()
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 def test_a_daemon_follows_a_failover_and_every_job_replicated_before_it_ends(
