@@ -84,7 +84,10 @@ def _tick(daemon: Daemon, outage: list[int], signals: list[int]) -> bool:
             logger.warning("{}, retrying with backoff: {}", trouble, exc)
         daemon.notifier.status(f"DEGRADED: {trouble} ({exc}); retrying with backoff")
         daemon.notifier.tick(time.monotonic())  # the loop is alive: only a hung loop should miss pings
-        _wait_alive(daemon, min(backoff_s(outage[0]), daemon.notifier.watchdog_s or 5.0))
+        # never longer than a renewal interval: peers wait one lease after Redis is back before they
+        # reclaim, so a daemon must be retrying (and renew its lease) well within it
+        cap_s = min(daemon.lease.renewal_interval_s(), daemon.notifier.watchdog_s or 5.0)
+        _wait_alive(daemon, backoff_s(outage[0], cap_s=cap_s))
         outage[0] += 1
         return daemon.stop_requested and daemon.force_stop
     if outage[0]:
