@@ -22,11 +22,11 @@ from pathlib import Path
 
 import psutil
 import redis
+from adaptive_scheduler.redis_server import RedisServer
 from rq import Queue
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from scheduler.redis_server import RedisServer
 from tests.helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def measure(n: int, sample_s: float, tmp: Path) -> dict[str, float]:
     try:
         enqueue_s = enqueue(client, n)
         env = {**os.environ, "ASCHED_REDIS_URL": server.url, "ASCHED_LOG_LEVEL": "WARNING", **FIXTURES}
-        daemon = subprocess.Popen([sys.executable, "-m", "scheduler", "run"], cwd=ROOT, env=env)
+        daemon = subprocess.Popen([sys.executable, "-m", "adaptive_scheduler", "run"], cwd=ROOT, env=env)
         time.sleep(2.0)  # warm-up: slots up, first batches drained
         finished = FinishedJobRegistry("p3", connection=client)
         done_before, started = finished.count, time.monotonic()

@@ -37,11 +37,11 @@ import urllib.request
 from pathlib import Path
 
 import redis
+from adaptive_scheduler.metrics import expand_prefix
+from adaptive_scheduler.redis_server import RedisServer
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
-from scheduler.metrics import expand_prefix
-from scheduler.redis_server import RedisServer
 from tests.helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,7 +259,7 @@ def run_daemon(directory: Path, statsd_port: int, seconds: float) -> str:
     log_path = directory / "daemon.log"
     with log_path.open("wb") as log:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "scheduler", "run"], cwd=ROOT, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "adaptive_scheduler", "run"], cwd=ROOT, env=env, stdout=log, stderr=log
         )
     client = redis.Redis.from_url(server.url)
     try:

@@ -25,12 +25,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import redis
+from adaptive_scheduler.redis_server import RedisServer
 from rq import Queue
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
 from bench.peers import PEERS, PeerResult, PeerSpec, RqDriver, format_table, measure_peer
-from scheduler.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -38,7 +38,7 @@ QUEUE = "p1"
 
 
 class SchedulerDriver(RqDriver):
-    """Our daemon as one `python -m scheduler run` process and its two slots, fed like RQ (JSON)."""
+    """Our daemon as one `python -m adaptive_scheduler run` process and its two slots, fed like RQ (JSON)."""
 
     def __init__(self, r: redis.Redis, redis_url: str, mode: str) -> None:
         super().__init__(r, redis_url, None)
@@ -49,7 +49,7 @@ class SchedulerDriver(RqDriver):
         self.extra_after_drain = 1  # the P0 lane
 
     def commands(self) -> list[list[str]]:
-        return [[sys.executable, "-m", "scheduler", "run"]]
+        return [[sys.executable, "-m", "adaptive_scheduler", "run"]]
 
     def registered(self) -> bool:
         return bool(list(self.r.scan_iter(match="asched:status:*")))

@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import NoReturn
 
 import redis
+from adaptive_scheduler.redis_server import RedisServer
+from adaptive_scheduler.rqtime import unix_seconds
 from rq import Queue
 from rq.serializers import JSONSerializer
 
 from bench.memstorm_report import JobFacts, Scenario, Spec, Trial, write_results
 from bench.plain_jobs import RUN_LOG_ENV
 from bench.storm import RQ_WORKER, TERMINAL, Cgroup, all_ended, cgroup_v1_writable, sample, stop_processes
-from scheduler.redis_server import RedisServer
-from scheduler.rqtime import unix_seconds
 from tests.helpers import live_daemons
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +103,12 @@ def systems() -> tuple[System, System]:
         "ASCHED_ALLOWED_MODULES": '["bench.plain_jobs"]',
     }
     return (
-        System("ours", ((sys.executable, "-m", "scheduler", "run"),), ours, lambda c: live_daemons(c) >= 1),
+        System(
+            "ours",
+            ((sys.executable, "-m", "adaptive_scheduler", "run"),),
+            ours,
+            lambda c: live_daemons(c) >= 1,
+        ),
         System("rq worker x2", (tuple(RQ_WORKER),) * 2, base, lambda c: c.scard("rq:workers") >= 2),
     )
 

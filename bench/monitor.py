@@ -13,8 +13,8 @@ import multiprocessing
 import sys
 import time
 
-from scheduler.governor.monitor import Monitor
-from scheduler.governor.pressure import State, Thresholds, classify
+from adaptive_scheduler.governor.monitor import Monitor
+from adaptive_scheduler.governor.pressure import State, Thresholds, classify
 
 
 def _idle(conn: multiprocessing.connection.Connection) -> None:

@@ -37,10 +37,10 @@ from typing import Any
 
 import psutil
 import redis
+from adaptive_scheduler.redis_server import RedisServer
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from scheduler.redis_server import RedisServer
 from tests.helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -337,7 +337,7 @@ def _run(config: Config, redis_url: str, work: Path) -> dict[str, Any]:
     samples: list[Sample] = []
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "scheduler", "run"],
+            [sys.executable, "-m", "adaptive_scheduler", "run"],
             cwd=ROOT,
             env=env,
             stdout=log,

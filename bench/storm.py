@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from adaptive_scheduler.governor.monitor import parse_stat
+from adaptive_scheduler.redis_server import RedisServer
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from scheduler.governor.monitor import parse_stat
-from scheduler.redis_server import RedisServer
 from tests.helpers import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cgroup_v1_writable("bench.storm"):
         return 2
     limit = args.limit_mib * 2**20
-    ours_cmd = [[sys.executable, "-m", "scheduler", "run"]]
+    ours_cmd = [[sys.executable, "-m", "adaptive_scheduler", "run"]]
     rq_cmd = [RQ_WORKER] * 2
     env = {
         **os.environ,

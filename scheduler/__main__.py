@@ -1,9 +1,9 @@
-"""`python -m scheduler` is the `adaptive-scheduler` command."""
+"""`python -m adaptive_scheduler` is the `adaptive-scheduler` command."""
 
 from __future__ import annotations
 
 import sys
 
-from scheduler.cli import main
+from adaptive_scheduler.cli import main
 
 sys.exit(main())

@@ -18,9 +18,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from enum import Enum
 
+from adaptive_scheduler.metrics import Metrics
 from loguru import logger
-
-from scheduler.metrics import Metrics
 
 RECHECK_S = 1.0  # a job arriving while the half-open trial runs is deferred this long
 

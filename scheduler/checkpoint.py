@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from scheduler.errors import PayloadError
-from scheduler.payload import MAX_NESTING, nests_deeper
+from adaptive_scheduler.errors import PayloadError
+from adaptive_scheduler.payload import MAX_NESTING, nests_deeper
 
 VERSION = 1
 

@@ -15,14 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scheduler.errors import UsageError
-from scheduler.exits import EXIT_FAILURE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, reporting_failures
-from settings import SettingsError, load_settings
+from adaptive_scheduler.errors import UsageError
+from adaptive_scheduler.exits import EXIT_FAILURE, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, reporting_failures
+from adaptive_scheduler.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
     import redis
-
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
     Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -50,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"adaptive-scheduler: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.handler is not _run:  # the daemon sets up its own logging, after the exec (loguru: ~60 ms)
-        from scheduler import logs
+        from adaptive_scheduler import logs
 
         logs.setup(settings.log_level, settings.log_json)
     return reporting_failures(lambda: args.handler(settings, args))
@@ -176,10 +175,10 @@ def _seconds(text: str) -> float:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from scheduler.daemon_main import exec_daemon
+    from adaptive_scheduler.daemon_main import exec_daemon
 
     if args.demo:  # the demo's own tasks are allowlisted for this run only
-        from tasks.registry import DEMO_MODULE
+        from adaptive_scheduler.tasks.registry import DEMO_MODULE
 
         modules = (*settings.allowed_modules, DEMO_MODULE)
         settings = settings.model_copy(update={"allowed_modules": modules})
@@ -187,7 +186,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
-    from scheduler.producer import enqueue, resolve_redis_url
+    from adaptive_scheduler.producer import enqueue, resolve_redis_url
 
     url = resolve_redis_url(settings)
     print(enqueue(settings, url, args.task, args.args, args.kwargs, args.priority, args.timeout))
@@ -195,14 +194,14 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _client(settings: Settings) -> redis.Redis:
-    from scheduler.producer import resolve_redis_url
-    from scheduler.redis_url import connect
+    from adaptive_scheduler.producer import resolve_redis_url
+    from adaptive_scheduler.redis_url import connect
 
     return connect(resolve_redis_url(settings), socket_timeout=10)
 
 
 def _shed_list(settings: Settings, args: argparse.Namespace) -> int:
-    from scheduler.shed import list_shed
+    from adaptive_scheduler.shed import list_shed
 
     entries = list_shed(_client(settings))
     if args.json:
@@ -215,7 +214,7 @@ def _shed_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _shed_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from scheduler.shed import all_ids, replay
+    from adaptive_scheduler.shed import all_ids, replay
 
     client = _client(settings)
     if bool(args.ids) == bool(args.all):
@@ -231,8 +230,8 @@ def _shed_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from scheduler.producer import resolve_redis_url
-    from scheduler.status_view import render, snapshot
+    from adaptive_scheduler.producer import resolve_redis_url
+    from adaptive_scheduler.status_view import render, snapshot
 
     overview = snapshot(settings, resolve_redis_url(settings))
     print(json.dumps(overview, indent=2) if args.json else render(overview, time.time()))
@@ -243,7 +242,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _job(settings: Settings, args: argparse.Namespace) -> int:
-    from scheduler import job_view
+    from adaptive_scheduler import job_view
 
     client = _client(settings)
     try:
@@ -258,7 +257,7 @@ def _job(settings: Settings, args: argparse.Namespace) -> int:
 def _tasks(settings: Settings, args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from scheduler import task_profiles
+    from adaptive_scheduler import task_profiles
 
     now = time.time()
     client = _client(settings)

@@ -18,44 +18,42 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import redis
-from loguru import logger
-
-import tasks
-from scheduler import checkpoint, outcomes, proctitle
-from scheduler.breaker import BreakerRules, Breakers
-from scheduler.errors import PayloadError
-from scheduler.events import Poller
-from scheduler.governor import Governor, release_daemon_memory
-from scheduler.governor.admission import Decision
-from scheduler.governor.enforcer import Enforcer
-from scheduler.governor.planner import Planner
-from scheduler.governor.policy import (
+from adaptive_scheduler import checkpoint, outcomes, proctitle, tasks
+from adaptive_scheduler.breaker import BreakerRules, Breakers
+from adaptive_scheduler.errors import PayloadError
+from adaptive_scheduler.events import Poller
+from adaptive_scheduler.governor import Governor, release_daemon_memory
+from adaptive_scheduler.governor.admission import Decision
+from adaptive_scheduler.governor.enforcer import Enforcer
+from adaptive_scheduler.governor.planner import Planner
+from adaptive_scheduler.governor.policy import (
     Fate,
     admitted_queues,
     fate,
 )
-from scheduler.governor.pressure import Level
-from scheduler.governor.profile_store import ProfileStore
-from scheduler.intake import RENEW_SLACK_S, Intake
-from scheduler.lease import LeaseClock, Renewal
-from scheduler.metrics import Metrics
-from scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
-from scheduler.notify import Notifier
-from scheduler.payload import decode_call, decode_options, past_deadline
-from scheduler.periodic import Periodic, marked_heartbeat
-from scheduler.pulse import Pulse
-from scheduler.queue import Entry, LocalQueue
-from scheduler.redis_url import connect
-from scheduler.rq_worker import activity_of
-from scheduler.rqtime import unix_seconds
-from scheduler.slotpool import SlotPool, log_failure
-from scheduler.slots import End, Running, Slot
-from scheduler.status import DaemonStatus, gauges, publish, status_line
-from scheduler.task_profiles import rule_of
-from scheduler.waker import Waker
+from adaptive_scheduler.governor.pressure import Level
+from adaptive_scheduler.governor.profile_store import ProfileStore
+from adaptive_scheduler.intake import RENEW_SLACK_S, Intake
+from adaptive_scheduler.lease import LeaseClock, Renewal
+from adaptive_scheduler.metrics import Metrics
+from adaptive_scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
+from adaptive_scheduler.notify import Notifier
+from adaptive_scheduler.payload import decode_call, decode_options, past_deadline
+from adaptive_scheduler.periodic import Periodic, marked_heartbeat
+from adaptive_scheduler.pulse import Pulse
+from adaptive_scheduler.queue import Entry, LocalQueue
+from adaptive_scheduler.redis_url import connect
+from adaptive_scheduler.rq_worker import activity_of
+from adaptive_scheduler.rqtime import unix_seconds
+from adaptive_scheduler.slotpool import SlotPool, log_failure
+from adaptive_scheduler.slots import End, Running, Slot
+from adaptive_scheduler.status import DaemonStatus, gauges, publish, status_line
+from adaptive_scheduler.task_profiles import rule_of
+from adaptive_scheduler.waker import Waker
+from loguru import logger
 
 if TYPE_CHECKING:
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
 TICK_S = 0.1
 EXCHANGE_TIMEOUT_S = 5.0  # the client's socket timeout: a reply later than this is not coming

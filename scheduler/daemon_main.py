@@ -1,10 +1,10 @@
 """The daemon process proper, started by `adaptive-scheduler run` with an exec (same pid).
 
-The launcher (`scheduler.cli`) reads and validates the settings with pydantic, freezes them into plain
-values (`settings.snapshot`) and hands them over in an anonymous in-memory file whose descriptor
-survives the exec. This process never imports pydantic, so neither the daemon nor the slots forked
-from it hold its memory (about 11 MiB of the idle footprint); and the exec keeps the pid, so
-systemd, signals and notify see one process.
+The launcher (`adaptive_scheduler.cli`) reads and validates the settings with pydantic, freezes them
+into plain values (`adaptive_scheduler.settings.snapshot`) and hands them over in an anonymous
+in-memory file whose descriptor survives the exec. This process never imports pydantic, so neither
+the daemon nor the slots forked from it hold its memory (about 11 MiB of the idle footprint); and
+the exec keeps the pid, so systemd, signals and notify see one process.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pickle
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
-from scheduler.exits import reporting_failures
-from settings.snapshot import freeze
+from adaptive_scheduler.exits import reporting_failures
+from adaptive_scheduler.settings.snapshot import freeze
 
 if TYPE_CHECKING:
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
 
 def exec_daemon(settings: Settings, demo: bool, until_idle: bool) -> NoReturn:
@@ -32,19 +32,19 @@ def exec_daemon(settings: Settings, demo: bool, until_idle: bool) -> NoReturn:
     flags = [flag for flag, on in (("--demo", demo), ("--until-idle", until_idle)) if on]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "scheduler.daemon_main", str(fd), *flags])
+    os.execv(sys.executable, [sys.executable, "-m", "adaptive_scheduler.daemon_main", str(fd), *flags])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scheduler.daemon_main", description=__doc__)
+    parser = argparse.ArgumentParser(prog="adaptive_scheduler.daemon_main", description=__doc__)
     parser.add_argument("settings_fd", type=int, help="descriptor of the frozen settings")
     parser.add_argument("--demo", action="store_true")
     parser.add_argument("--until-idle", action="store_true")
     args = parser.parse_args(argv)
     with os.fdopen(args.settings_fd, "rb") as file:  # closed here: neither slots nor jobs inherit it
         settings = pickle.load(file)
-    from scheduler import logs  # here: the launcher imports this module too, and never logs
-    from scheduler.service import serve
+    from adaptive_scheduler import logs  # here: the launcher imports this module too, and never logs
+    from adaptive_scheduler.service import serve
 
     logs.setup(settings.log_level, settings.log_json)
     return reporting_failures(lambda: serve(settings, demo=args.demo, until_idle=args.until_idle))

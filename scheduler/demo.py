@@ -5,27 +5,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import redis
+from adaptive_scheduler.payload import rq_serializer
 from loguru import logger
 from rq import Queue
 from rq.job import Job
 
-from scheduler.payload import rq_serializer
-
 if TYPE_CHECKING:
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
 
 DEMO = (
-    (3, "tasks.demo.heartbeat", ()),
-    (2, "tasks.demo.sleep", (0.2,)),
-    (2, "tasks.demo.add", (2, 3)),
-    (1, "tasks.demo.spin", (0.1,)),
-    (1, "tasks.demo.echo", ({"hello": "world"},)),
-    (0, "tasks.demo.add", (40, 2)),
-    (2, "tasks.demo.fail", ("a demo job that fails on purpose",)),
+    (3, "adaptive_scheduler.tasks.demo.heartbeat", ()),
+    (2, "adaptive_scheduler.tasks.demo.sleep", (0.2,)),
+    (2, "adaptive_scheduler.tasks.demo.add", (2, 3)),
+    (1, "adaptive_scheduler.tasks.demo.spin", (0.1,)),
+    (1, "adaptive_scheduler.tasks.demo.echo", ({"hello": "world"},)),
+    (0, "adaptive_scheduler.tasks.demo.add", (40, 2)),
+    (2, "adaptive_scheduler.tasks.demo.fail", ("a demo job that fails on purpose",)),
     (3, "os.system", ("echo this never runs",)),
-    (0, "tasks.demo.exit_process", (3,)),
-    (1, "tasks.demo.sleep", (0.1,)),
+    (0, "adaptive_scheduler.tasks.demo.exit_process", (3,)),
+    (1, "adaptive_scheduler.tasks.demo.sleep", (0.1,)),
 )
 
 

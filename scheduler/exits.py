@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from scheduler.errors import RedisUnavailable, SchedulerError, UsageError
+from adaptive_scheduler.errors import RedisUnavailable, SchedulerError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_UNAVAILABLE = 69

@@ -19,18 +19,17 @@ from importlib.resources import files
 from typing import TYPE_CHECKING
 
 import redis
+from adaptive_scheduler import keys, rq_worker
+from adaptive_scheduler.model import ClaimedJob, Outcome, Priority, Settlement
+from adaptive_scheduler.payload import FIELDS
+from adaptive_scheduler.rq_worker import Identity, Registration
+from adaptive_scheduler.rqtime import rq_timestamp
+from adaptive_scheduler.scriptline import ScriptLine
 from loguru import logger
 from redis.exceptions import NoScriptError
 
-from scheduler import keys, rq_worker
-from scheduler.model import ClaimedJob, Outcome, Priority, Settlement
-from scheduler.payload import FIELDS
-from scheduler.rq_worker import Identity, Registration
-from scheduler.rqtime import rq_timestamp
-from scheduler.scriptline import ScriptLine
-
 if TYPE_CHECKING:
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
 RENEW_SLACK_S = 1.0  # reclaim.lua: Redis up for a lease plus this, so that every live daemon renewed
 LEASE_SLACK_S = 60  # RQ's own cleanup must not fail our running jobs: keep their score in the future
@@ -41,7 +40,7 @@ NOT_OURS = b"!"  # the claim's execution id for a queue entry that is not an RQ 
 
 
 def _source(name: str) -> str:
-    return files("scheduler.lua").joinpath(f"{name}.lua").read_text()
+    return files("adaptive_scheduler.lua").joinpath(f"{name}.lua").read_text()
 
 
 def _lua_list(texts: Iterable[str]) -> str:

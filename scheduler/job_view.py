@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from scheduler import keys
-from scheduler.errors import JobNotFound
-from scheduler.payload import rq_serializer
+from adaptive_scheduler import keys
+from adaptive_scheduler.errors import JobNotFound
+from adaptive_scheduler.payload import rq_serializer
 
 if TYPE_CHECKING:
     import redis
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 ENDED = frozenset({"finished", "failed", "canceled", "stopped"})  # RQ's statuses no job leaves by itself
 OURS = ("asched_outcome", "asched_reason", "asched_level", "asched_memory_stops")
-DAEMON_PREFIX = "adaptive-scheduler:"  # our daemons' RQ worker names (scheduler.intake)
+DAEMON_PREFIX = "adaptive-scheduler:"  # our daemons' RQ worker names (adaptive_scheduler.intake)
 POLL_FIRST_S, POLL_MAX_S = 0.05, 1.0
 
 

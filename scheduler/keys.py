@@ -3,7 +3,7 @@
 RQ's layout is shared by rq 2.x and 3.x: job hashes ``rq:job:<id>``, queues ``rq:queue:<name>``,
 registries ``rq:{wip,finished,failed,scheduled}:<queue>``, results streams ``rq:results:<id>``, and the
 worker registry (``rq:workers``, ``rq:workers:<queue>``, ``rq:worker:<name>``), where each daemon is
-one worker (`scheduler.rq_worker`).
+one worker (`adaptive_scheduler.rq_worker`).
 """
 
 from __future__ import annotations

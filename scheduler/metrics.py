@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from scheduler.model import Outcome, Priority
-from scheduler.outcomes import count_name
+from adaptive_scheduler.model import Outcome, Priority
+from adaptive_scheduler.outcomes import count_name
 
 if TYPE_CHECKING:
     import statsd

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from scheduler.model import ClaimedJob, JobOptions, Outcome, Settlement
-from scheduler.payload import retry_interval_s
+from adaptive_scheduler.model import ClaimedJob, JobOptions, Outcome, Settlement
+from adaptive_scheduler.payload import retry_interval_s
 
 
 def finished(job: ClaimedJob, options: JobOptions, result: bytes, started: float, ended: float) -> Settlement:

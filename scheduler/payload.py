@@ -15,9 +15,9 @@ import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from scheduler.errors import PayloadError, TaskNotAllowed
-from scheduler.model import Call, JobOptions
-from tasks.registry import describe_allowed, is_allowed, not_defined_there
+from adaptive_scheduler.errors import PayloadError, TaskNotAllowed
+from adaptive_scheduler.model import Call, JobOptions
+from adaptive_scheduler.tasks.registry import describe_allowed, is_allowed, not_defined_there
 
 if TYPE_CHECKING:
     from rq.serializers import DefaultSerializer, JSONSerializer

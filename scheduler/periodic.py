@@ -21,20 +21,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import redis
+from adaptive_scheduler import tasks
+from adaptive_scheduler.errors import ConfigError
+from adaptive_scheduler.governor.pressure import Level
+from adaptive_scheduler.keys import OURS
+from adaptive_scheduler.metrics import Metrics
+from adaptive_scheduler.model import Priority
+from adaptive_scheduler.payload import rq_serializer
 from loguru import logger
 
-import tasks
-from scheduler.errors import ConfigError
-from scheduler.governor.pressure import Level
-from scheduler.keys import OURS
-from scheduler.metrics import Metrics
-from scheduler.model import Priority
-from scheduler.payload import rq_serializer
-
 if TYPE_CHECKING:
+    from adaptive_scheduler.settings import PeriodicJob
     from apscheduler.triggers.base import BaseTrigger
-
-    from settings import PeriodicJob
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_DEDUP_TTL_S = 60

@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from adaptive_scheduler import tasks
+from adaptive_scheduler.errors import RedisUnavailable, UsageError
+from adaptive_scheduler.model import Priority
+from adaptive_scheduler.payload import rq_serializer
+from adaptive_scheduler.redis_server import SOCKET_NAME
+from adaptive_scheduler.redis_url import connect
+from adaptive_scheduler.settings import Settings
 from rq import Queue
-
-import tasks
-from scheduler.errors import RedisUnavailable, UsageError
-from scheduler.model import Priority
-from scheduler.payload import rq_serializer
-from scheduler.redis_server import SOCKET_NAME
-from scheduler.redis_url import connect
-from settings import Settings
 
 
 def resolve_redis_url(settings: Settings) -> str:

@@ -10,7 +10,7 @@ import heapq
 import itertools
 from collections.abc import Iterator
 
-from scheduler.model import ClaimedJob, Priority
+from adaptive_scheduler.model import ClaimedJob, Priority
 
 Entry = tuple[int, int, ClaimedJob]  # (priority, arrival order, job)
 

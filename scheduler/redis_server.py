@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import redis
-
-from scheduler.errors import StartupError
+from adaptive_scheduler.errors import StartupError
 
 SOCKET_NAME = "redis.sock"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux

@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis
-
-from scheduler import __version__, keys
-from scheduler.rqtime import rq_timestamp
+from adaptive_scheduler import __version__, keys
+from adaptive_scheduler.rqtime import rq_timestamp
 
 if TYPE_CHECKING:
+    from adaptive_scheduler.daemon import Daemon
     from redis.client import Pipeline
-
-    from scheduler.daemon import Daemon
 
 VERSION = f"adaptive-scheduler {__version__}"  # shown as the worker's version; nothing in RQ parses it
 STARTED, IDLE, BUSY = "started", "idle", "busy"  # RQ's WorkerStatus values (`rq info` colours the last two)

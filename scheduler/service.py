@@ -15,16 +15,15 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import redis
+from adaptive_scheduler import proctitle
+from adaptive_scheduler.daemon import Daemon
+from adaptive_scheduler.exits import EXIT_SOFTWARE
+from adaptive_scheduler.notify import Notifier
+from adaptive_scheduler.redis_server import RedisServer
 from loguru import logger
 
-from scheduler import proctitle
-from scheduler.daemon import Daemon
-from scheduler.exits import EXIT_SOFTWARE
-from scheduler.notify import Notifier
-from scheduler.redis_server import RedisServer
-
 if TYPE_CHECKING:
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
 PULSE_WHILE_WAITING_S = 0.1
 
@@ -47,7 +46,7 @@ def serve(settings: Settings, demo: bool = False, until_idle: bool = False) -> i
         daemon.startup()
         demo_ids = []
         if demo:
-            from scheduler.demo import enqueue_demo
+            from adaptive_scheduler.demo import enqueue_demo
 
             demo_ids = enqueue_demo(daemon.client, settings)
         try:
@@ -186,7 +185,7 @@ def _loop(daemon: Daemon, until_idle: bool, demo_ids: list[str], signals: list[i
 
 def _report_demo(daemon: Daemon, ids: list[str]) -> list[str]:
     """Log the demo's results once all its jobs have ended; returns the ids still to report."""
-    from scheduler.demo import report
+    from adaptive_scheduler.demo import report
 
     table = report(daemon.client, ids, daemon.settings.serializer)
     if table is None:

@@ -11,8 +11,7 @@ from importlib.resources import files
 from typing import Any
 
 import redis
-
-from scheduler import keys
+from adaptive_scheduler import keys
 
 LISTED_FIELDS = ("origin", "asched_reason", "asched_level", "asched_outcome", "ended_at", "description")
 
@@ -46,7 +45,7 @@ def replay(client: redis.Redis, job_ids: list[str]) -> list[str]:
     """Put shed jobs back in their queues; returns the ids actually replayed."""
     if not job_ids:
         return []
-    script = client.register_script(files("scheduler.lua").joinpath("replay.lua").read_text())
+    script = client.register_script(files("adaptive_scheduler.lua").joinpath("replay.lua").read_text())
     return [raw.decode() for raw in script(keys=[keys.SHED], args=job_ids)]
 
 

@@ -25,14 +25,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psutil
-
-from scheduler.channel import Channel
-from scheduler.governor.heap import HeapCell, start_sampler
-from scheduler.pulse import Pulse
-from tasks import sdk
+from adaptive_scheduler.channel import Channel
+from adaptive_scheduler.governor.heap import HeapCell, start_sampler
+from adaptive_scheduler.pulse import Pulse
+from adaptive_scheduler.tasks import sdk
 
 if TYPE_CHECKING:
-    from scheduler.slots import SlotSpec
+    from adaptive_scheduler.slots import SlotSpec
 
 # Messages, daemon -> slot: (job_id, func_path, args, kwargs, resume_state), or None to exit.
 # slot -> daemon: ("ready", pid) once; ("checkpoint", job_id, state JSON) any number of times during
@@ -71,7 +70,7 @@ _running = [False]  # a job runs in this slot (read by the sampler thread)
 
 
 def _dead_mans_switch(pulse: Pulse, fence_s: float, heap: HeapCell) -> Callable[[], None]:
-    """Stop this slot's job once the daemon has been silent for `fence_s` (scheduler.pulse)."""
+    """Stop this slot's job once the daemon has been silent for `fence_s` (adaptive_scheduler.pulse)."""
 
     def check() -> None:
         if _running[0] and pulse.age(time.monotonic()) > fence_s:

@@ -11,19 +11,18 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from adaptive_scheduler import checkpoint, outcomes, proctitle
+from adaptive_scheduler.events import Poller
+from adaptive_scheduler.governor.monitor import Monitor
+from adaptive_scheduler.governor.victim import Kind
+from adaptive_scheduler.lease import renewal_interval_s
+from adaptive_scheduler.model import Outcome, Settlement
+from adaptive_scheduler.pulse import Pulse, fence_after_s
+from adaptive_scheduler.slots import End, Running, Slot, SlotSpec
 from loguru import logger
 
-from scheduler import checkpoint, outcomes, proctitle
-from scheduler.events import Poller
-from scheduler.governor.monitor import Monitor
-from scheduler.governor.victim import Kind
-from scheduler.lease import renewal_interval_s
-from scheduler.model import Outcome, Settlement
-from scheduler.pulse import Pulse, fence_after_s
-from scheduler.slots import End, Running, Slot, SlotSpec
-
 if TYPE_CHECKING:
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
 
 class SlotPool:

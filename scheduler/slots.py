@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from scheduler import proctitle, slot_main
-from scheduler.channel import Channel
-from scheduler.governor.heap import HeapCell
-from scheduler.governor.victim import Kind
-from scheduler.model import Call, ClaimedJob, JobOptions
-from scheduler.pulse import Pulse
-from tasks.registry import TaskInfo
+from adaptive_scheduler import proctitle, slot_main
+from adaptive_scheduler.channel import Channel
+from adaptive_scheduler.governor.heap import HeapCell
+from adaptive_scheduler.governor.victim import Kind
+from adaptive_scheduler.model import Call, ClaimedJob, JobOptions
+from adaptive_scheduler.pulse import Pulse
+from adaptive_scheduler.tasks.registry import TaskInfo
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 2.0
@@ -87,7 +87,7 @@ class SlotSpec:
     nice: int = 0
     pulse: Pulse | None = None  # the daemon's pulse, for the slot's dead man's switch
     fence_s: float = 0.0  # ... which stops the job once the daemon has been silent this long
-    role: str = "slot"  # its process title: "slot 2", "slot 2 (P0 lane)" (scheduler.proctitle)
+    role: str = "slot"  # its process title: "slot 2", "slot 2 (P0 lane)" (adaptive_scheduler.proctitle)
 
 
 class Slot:
@@ -101,7 +101,7 @@ class Slot:
         self.start_ms: float | None = None  # from the fork to the slot's "ready" message
         self.exitcode: int | None = None
         self.conn, child_conn = Channel.pair()
-        self.heap = HeapCell()  # the slot writes its malloc reading here (scheduler.governor.heap)
+        self.heap = HeapCell()  # the slot writes its malloc reading here (adaptive_scheduler.governor.heap)
         self.pid = _fork_slot(child_conn, spec, self.heap)
         child_conn.close()
         self.pidfd = os.pidfd_open(self.pid)

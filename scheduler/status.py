@@ -14,17 +14,15 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis
-
-import tasks
-from scheduler import keys, task_profiles
-from scheduler.errors import SchedulerError
-from scheduler.governor.profiles import Rule
-from scheduler.metrics import metric_segment
-from scheduler.model import Priority
-from scheduler.task_profiles import TaskRow
+from adaptive_scheduler import keys, task_profiles, tasks
+from adaptive_scheduler.errors import SchedulerError
+from adaptive_scheduler.governor.profiles import Rule
+from adaptive_scheduler.metrics import metric_segment
+from adaptive_scheduler.model import Priority
+from adaptive_scheduler.task_profiles import TaskRow
 
 if TYPE_CHECKING:
-    from scheduler.daemon import Daemon
+    from adaptive_scheduler.daemon import Daemon
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +127,7 @@ def status_line(daemon: Daemon, depths: list[int]) -> str:
 
 
 def gauges(daemon: Daemon, depths: list[int]) -> dict[str, float]:
-    """The gauges of the metrics catalogue (`scheduler.metrics.CATALOGUE`), read now."""
+    """The gauges of the metrics catalogue (`adaptive_scheduler.metrics.CATALOGUE`), read now."""
     values: dict[str, float] = {
         "slots.busy": sum(1 for slot in daemon.pool.slots if slot.busy),
         "slots.total": len(daemon.pool.slots),

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from scheduler import task_profiles
-from scheduler.redis_url import connect
-from scheduler.status import gather
-from scheduler.task_profiles import TaskRow
-from settings import Settings
+from adaptive_scheduler import task_profiles
+from adaptive_scheduler.redis_url import connect
+from adaptive_scheduler.settings import Settings
+from adaptive_scheduler.status import gather
+from adaptive_scheduler.task_profiles import TaskRow
 
 SHOWN_PROFILES = 10  # the table's share of the task profiles (--json and `tasks` have them all)
 STARTED_LEGEND = (

@@ -1,7 +1,7 @@
 """The learned memory profiles as people and dashboards see them: `tasks`, `status` and StatsD gauges.
 
 The daemons keep one profile per task in the Redis hash ``asched:profiles`` (see
-`scheduler.governor.profile_store`). This module turns the stored entries into rows (pure: the raw
+`adaptive_scheduler.governor.profile_store`). This module turns the stored entries into rows (pure: the raw
 values, `now` and the rule in, rows out) and rows into a table; only `read` touches Redis. An entry
 that does not decode becomes a row that says why, so one damaged entry never hides the others, and
 nothing stored there can make the command fail. Rows come sorted by predicted peak, largest first.
@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis
-
-from scheduler import keys
-from scheduler.errors import SchedulerError
-from scheduler.governor.profiles import Profile, Rule, decode, predict
+from adaptive_scheduler import keys
+from adaptive_scheduler.errors import SchedulerError
+from adaptive_scheduler.governor.profiles import Profile, Rule, decode, predict
 
 if TYPE_CHECKING:
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
 MIB = 2**20
 TASK_WIDTH = (20, 60)  # the task column: at least, at most (a longer name pushes its own row only)

@@ -14,10 +14,9 @@ daemon learns that a P0 job arrived before it hands the next, less urgent, local
 from __future__ import annotations
 
 import redis
+from adaptive_scheduler.scriptline import ensure_connected
 from loguru import logger
 from redis.connection import AbstractConnection
-
-from scheduler.scriptline import ensure_connected
 
 
 class Waker:

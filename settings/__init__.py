@@ -5,7 +5,7 @@ file in the working directory, the TOML file named by ``--config`` or ``ASCHED_C
 A wrong value raises `SettingsError` with one line naming the setting, the value and what is allowed.
 
 The names below are imported on first use, not with the package: the daemon process reads a frozen
-snapshot (`settings.snapshot`) and must not import pydantic.
+snapshot (`adaptive_scheduler.settings.snapshot`) and must not import pydantic.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from settings.load import SettingsError, load_settings
-    from settings.model import ENV_PREFIX, PeriodicJob, Settings
+    from adaptive_scheduler.settings.load import SettingsError, load_settings
+    from adaptive_scheduler.settings.model import ENV_PREFIX, PeriodicJob, Settings
 
 _HOMES = {
-    "ENV_PREFIX": "settings.model",
-    "PeriodicJob": "settings.model",
-    "Settings": "settings.model",
-    "SettingsError": "settings.load",
-    "load_settings": "settings.load",
+    "ENV_PREFIX": "adaptive_scheduler.settings.model",
+    "PeriodicJob": "adaptive_scheduler.settings.model",
+    "Settings": "adaptive_scheduler.settings.model",
+    "SettingsError": "adaptive_scheduler.settings.load",
+    "load_settings": "adaptive_scheduler.settings.load",
 }
 __all__ = ["ENV_PREFIX", "PeriodicJob", "Settings", "SettingsError", "load_settings"]
 

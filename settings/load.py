@@ -9,11 +9,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from adaptive_scheduler.settings.model import ENV_PREFIX, Settings
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 from pydantic_settings import SettingsError as SourceError
-
-from settings.model import ENV_PREFIX, Settings
 
 # ASCHED_ variables that are not settings, each read by the project itself; any other ASCHED_ name that
 # is not a setting is refused, so a typo (ASCHED_SLOT=4) cannot silently leave the default in force.

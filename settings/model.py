@@ -1,7 +1,7 @@
 """The settings model: every knob of the daemon, its default, its bounds and what it means.
 
-The README's configuration table is generated from this model (`settings.table`), so a field's
-description is user-facing documentation: say what it does and why one would change it.
+The README's configuration table is generated from this model (`adaptive_scheduler.settings.table`),
+so a field's description is user-facing documentation: say what it does and why one would change it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
 
+from adaptive_scheduler.settings.snapshot import RedisUrlText
 from pydantic import (
     BaseModel,
     ByteSize,
@@ -23,8 +24,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from settings.snapshot import RedisUrlText
 
 ENV_PREFIX = "ASCHED_"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
@@ -268,7 +267,7 @@ class Settings(RedisUrlText, BaseSettings):
         if url is not None and not url.get_secret_value().startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}")
         if url is not None and "+sentinel://" in url.get_secret_value():
-            from scheduler.redis_url import parse_sentinel
+            from adaptive_scheduler.redis_url import parse_sentinel
 
             parse_sentinel(url.get_secret_value())  # a ValueError says what is wrong with it
         return url
@@ -308,7 +307,7 @@ class Settings(RedisUrlText, BaseSettings):
     @field_validator("allowed_modules")
     @classmethod
     def _only_job_modules(cls, modules: tuple[str, ...]) -> tuple[str, ...]:
-        from tasks.registry import refused_module_reason
+        from adaptive_scheduler.tasks.registry import refused_module_reason
 
         for module in modules:
             if (reason := refused_module_reason(module)) is not None:

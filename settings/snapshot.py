@@ -3,7 +3,7 @@
 pydantic and pydantic-settings are needed once, to read and validate the settings, and then never
 again; yet imported they held about 11 MiB of the idle footprint (heap that every slot shares, and
 their compiled core's pages). So `adaptive-scheduler run` validates in a launcher process, freezes
-the result with `freeze`, and execs the daemon (`scheduler.daemon_main`), which reads it back: same
+the result with `freeze`, and execs the daemon (`adaptive_scheduler.daemon_main`), which reads it back: same
 attribute names, same values, no pydantic classes (this module imports none).
 """
 

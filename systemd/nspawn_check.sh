@@ -50,7 +50,7 @@ PIP=("$REPO/.venv/bin/pip" -q --disable-pip-version-check)
 install -m 644 "$APP/systemd/adaptive-scheduler.service" "$ROOT/etc/systemd/system/"
 install -d -m 755 "$ROOT/etc/adaptive-scheduler"
 install -m 600 "$APP/systemd/env.example" "$ROOT/etc/adaptive-scheduler/env"
-echo "ASCHED_ALLOWED_MODULES='[\"tasks.demo\"]'" >>"$ROOT/etc/adaptive-scheduler/env"  # what the check enqueues
+echo "ASCHED_ALLOWED_MODULES='[\"adaptive_scheduler.tasks.demo\"]'" >>"$ROOT/etc/adaptive-scheduler/env"  # what the check enqueues
 rm -f "$ROOT/etc/systemd/system/multi-user.target.wants/redis-server.service"  # the daemon starts its own
 ln -sf /etc/systemd/system/adaptive-scheduler.service \
   "$ROOT/etc/systemd/system/multi-user.target.wants/adaptive-scheduler.service"
@@ -74,7 +74,7 @@ set -u
 U=adaptive-scheduler
 VENV=/opt/adaptive-scheduler/.venv
 export ASCHED_STATE_DIR=/var/lib/adaptive-scheduler
-export ASCHED_ALLOWED_MODULES='["tasks.demo"]'
+export ASCHED_ALLOWED_MODULES='["adaptive_scheduler.tasks.demo"]'
 prop() { systemctl show -P "$1" $U; }
 say() { echo "[$(printf '%6.1f' "$(cut -d' ' -f1 /proc/uptime)") s] $*"; }
 verdict=PASS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.registry import (
+from adaptive_scheduler.tasks.registry import (
     TaskInfo,
     describe_allowed,
     import_allowed,
@@ -11,7 +11,7 @@ from tasks.registry import (
     registered_paths,
     task,
 )
-from tasks.sdk import JobContext, Preempted, context
+from adaptive_scheduler.tasks.sdk import JobContext, Preempted, context
 
 __all__ = [
     "JobContext",

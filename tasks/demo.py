@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from tasks.registry import task
+from adaptive_scheduler.tasks.registry import task
 
 
 @task(priority="P3", heartbeat=True)

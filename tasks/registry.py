@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from scheduler.errors import ConfigError
+from adaptive_scheduler.errors import ConfigError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -168,8 +168,8 @@ def not_defined_there(func_path: str) -> str | None:
 # What a refused module's reason names: the standard library's ways to run code or programs.
 _RUNS_PROGRAMS = "builtins.eval, os.system, subprocess.run, pty.spawn, importlib.import_module, ctypes"
 # The daemon's own packages: their functions stop, fork and configure the daemon, not user work.
-_OWN_PACKAGES = frozenset({"scheduler", "settings", "tasks"})
-DEMO_MODULE = "tasks.demo"
+_OWN_PACKAGE = "adaptive_scheduler"  # one import name since the packages were scoped (issue 13)
+DEMO_MODULE = "adaptive_scheduler.tasks.demo"
 
 
 def refused_module_reason(module: str) -> str | None:
@@ -189,7 +189,7 @@ def refused_module_reason(module: str) -> str | None:
             f"{module!r} is part of Python's standard library, which runs code and programs for whoever "
             f"names it ({_RUNS_PROGRAMS}): list your application's own job modules only"
         )
-    if top in _OWN_PACKAGES and module != DEMO_MODULE:
+    if top == _OWN_PACKAGE and module != DEMO_MODULE:
         return (
             f"{module!r} is adaptive-scheduler's own code, not a job module: list your application's modules"
         )

@@ -1,6 +1,6 @@
 """The task SDK: what a job sees of the daemon while it runs.
 
-    from tasks import context, task
+    from adaptive_scheduler.tasks import context, task
 
     @task(preemptible=True)
     def long_sum(n: int) -> int:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from adaptive_scheduler.redis_server import RedisServer
 
-from scheduler.redis_server import RedisServer
 from tests.sentinel_cluster import SentinelCluster
 
 

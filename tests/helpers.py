@@ -17,10 +17,9 @@ from typing import Any
 
 import psutil
 import redis
+from adaptive_scheduler.redis_url import connect
 from rq import Queue
 from rq.serializers import JSONSerializer
-
-from scheduler.redis_url import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 # What test daemons may run: the job functions of tests/fixtures/jobs.py (nothing is allowed by default).
@@ -93,7 +92,7 @@ def _remove_quietly(path: str) -> None:
 
 
 class DaemonProcess:
-    """`python -m scheduler run` as a real child process against the test Redis."""
+    """`python -m adaptive_scheduler run` as a real child process against the test Redis."""
 
     def __init__(
         self,
@@ -101,6 +100,8 @@ class DaemonProcess:
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
         cgroup_procs: Path | None = None,
+        cwd: Path = ROOT,
+        program: tuple[str, ...] = (sys.executable, "-m", "adaptive_scheduler"),
     ) -> None:
         full_env = {
             **os.environ,
@@ -110,12 +111,12 @@ class DaemonProcess:
             **(env or {}),
         }
         self.log = LogFile()
-        command = [sys.executable, "-m", "scheduler", "run", *args]
+        command = [*program, "run", *args]
         if cgroup_procs is not None:  # join the cgroup first, then become the daemon
             command = ["sh", "-c", f'echo $$ > {cgroup_procs} && exec "$0" "$@"', *command]
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env=full_env,
             stdout=self.log.fd,
             stderr=subprocess.STDOUT,
@@ -169,10 +170,10 @@ def running_daemon(redis_url: str, **kwargs: Any) -> Iterator[DaemonProcess]:
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """`python -m scheduler ARGS` as a user runs it: none of this process's ASCHED_* settings, only `env`."""
+    """`python -m adaptive_scheduler ARGS` as a user runs it: only `env`'s ASCHED_* settings, not ours."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASCHED_")} | (env or {})
     return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args],
+        [sys.executable, "-m", "adaptive_scheduler", *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

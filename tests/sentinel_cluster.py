@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import redis
+from adaptive_scheduler.redis_server import find_binary, stop_process
 from redis.sentinel import Sentinel
-
-from scheduler.redis_server import find_binary, stop_process
 
 SERVICE = "mym"
 

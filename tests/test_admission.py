@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from adaptive_scheduler.governor.admission import Candidate, Decision, Room, decide, fits, pick
+from adaptive_scheduler.model import Priority
 from hypothesis import given
 from hypothesis import strategies as st
-
-from scheduler.governor.admission import Candidate, Decision, Room, decide, fits, pick
-from scheduler.model import Priority
 
 MIB = 2**20
 P0, P1, P2, P3 = Priority

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from adaptive_scheduler.breaker import Breaker, BreakerRules, Breakers, Circuit, admit, failed, succeeded
+from adaptive_scheduler.metrics import Metrics
 from hypothesis import given
 from hypothesis import strategies as st
-
-from scheduler.breaker import Breaker, BreakerRules, Breakers, Circuit, admit, failed, succeeded
-from scheduler.metrics import Metrics
 
 RULES = BreakerRules(failures=3, window_s=60, cooldown_s=30)
 CLOSED, OPEN, HALF = Circuit.CLOSED, Circuit.OPEN, Circuit.HALF_OPEN

@@ -8,8 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-
-from scheduler import cli
+from adaptive_scheduler import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("run", "enqueue", "job", "status", "shed", "tasks")

@@ -7,10 +7,10 @@ real daemon and a real StatsD produce is tests/integration/test_statsd_e2e.py's 
 from __future__ import annotations
 
 import pytest
+from adaptive_scheduler.governor.pressure import Level
+from adaptive_scheduler.metrics import CATALOGUE
+from adaptive_scheduler.settings.model import Settings
 
-from scheduler.governor.pressure import Level
-from scheduler.metrics import CATALOGUE
-from settings.model import Settings
 from tests.graphite_targets import (
     expand_braces,
     expand_variables,

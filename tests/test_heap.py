@@ -7,8 +7,7 @@ import os
 import time
 
 import psutil
-
-from scheduler.governor.heap import HeapCell, malloc_in_use, start_sampler
+from adaptive_scheduler.governor.heap import HeapCell, malloc_in_use, start_sampler
 
 MIB = 2**20
 

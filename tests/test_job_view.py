@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
-from scheduler.job_view import JobFacts, describe, exit_code, render
+from adaptive_scheduler.job_view import JobFacts, describe, exit_code, render
 
 T = "2026-12-05T10:00:00Z"
 QUEUED = JobFacts("j1", "queued", "myapp.jobs.resize", "p2", "P2", enqueued_at=T)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from scheduler.lease import LeaseClock, renewal_interval_s
-from scheduler.pulse import Pulse, fence_after_s
+from adaptive_scheduler.lease import LeaseClock, renewal_interval_s
+from adaptive_scheduler.pulse import Pulse, fence_after_s
 
 
 def test_the_lease_is_in_doubt_once_a_ttl_has_passed_since_the_last_successful_renewal_was_sent() -> None:

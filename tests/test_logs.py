@@ -7,9 +7,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from adaptive_scheduler.logs import InterceptHandler, StormGuard
 from loguru import logger
-
-from scheduler.logs import InterceptHandler, StormGuard
 
 
 @pytest.fixture

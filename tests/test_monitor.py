@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from scheduler.governor.monitor import (
+from adaptive_scheduler.governor.monitor import (
     Monitor,
     Psi,
     _psi_file,

@@ -7,13 +7,12 @@ import pickle
 import zlib
 
 import pytest
+from adaptive_scheduler.errors import PayloadError, TaskNotAllowed
+from adaptive_scheduler.model import JobOptions
+from adaptive_scheduler.payload import decode_call, decode_options, retry_interval_s
+from adaptive_scheduler.tasks import is_allowed
 from hypothesis import given
 from hypothesis import strategies as st
-
-from scheduler.errors import PayloadError, TaskNotAllowed
-from scheduler.model import JobOptions
-from scheduler.payload import decode_call, decode_options, retry_interval_s
-from tasks import is_allowed
 
 JOBS = ("tests.fixtures.jobs",)
 DEFAULTS = JobOptions(timeout_s=180, result_ttl_s=500, failure_ttl_s=1000)

@@ -10,11 +10,10 @@ import json
 import zlib
 
 import pytest
-
-from scheduler import checkpoint
-from scheduler.errors import PayloadError
-from scheduler.model import JobOptions
-from scheduler.payload import MAX_NESTING, decode_call, decode_options, past_deadline
+from adaptive_scheduler import checkpoint
+from adaptive_scheduler.errors import PayloadError
+from adaptive_scheduler.model import JobOptions
+from adaptive_scheduler.payload import MAX_NESTING, decode_call, decode_options, past_deadline
 
 DEFAULTS = JobOptions(timeout_s=180, result_ttl_s=500, failure_ttl_s=1000)
 

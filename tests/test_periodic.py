@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from scheduler.periodic import Periodic, marked_heartbeat, trigger_for
-from settings import PeriodicJob, SettingsError, load_settings
+from adaptive_scheduler.periodic import Periodic, marked_heartbeat, trigger_for
+from adaptive_scheduler.settings import PeriodicJob, SettingsError, load_settings
 
 T0 = datetime(2026, 11, 23, 5, 0, 3, 250_000, tzinfo=UTC)
 

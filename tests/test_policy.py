@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from scheduler.governor.policy import (
+from adaptive_scheduler.governor.policy import (
     Fate,
     Preempt,
     Reading,
@@ -17,9 +14,11 @@ from scheduler.governor.policy import (
     over_cap,
     pressure_stop,
 )
-from scheduler.governor.pressure import Level, Thresholds
-from scheduler.governor.victim import Kind, Runner
-from scheduler.model import Priority
+from adaptive_scheduler.governor.pressure import Level, Thresholds
+from adaptive_scheduler.governor.victim import Kind, Runner
+from adaptive_scheduler.model import Priority
+from hypothesis import given
+from hypothesis import strategies as st
 
 N, E, H, X = Level.NORMAL, Level.ELEVATED, Level.HIGH, Level.EMERGENCY
 P0, P1, P2, P3 = Priority

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from adaptive_scheduler.governor.pressure import Level, State, Thresholds, classify, level_for
 from hypothesis import given
 from hypothesis import strategies as st
-
-from scheduler.governor.pressure import Level, State, Thresholds, classify, level_for
 
 T = Thresholds()
 

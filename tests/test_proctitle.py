@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from scheduler.proctitle import PREFIX, slot_role
+from adaptive_scheduler.proctitle import PREFIX, slot_role
 
 
 @pytest.mark.parametrize(("index", "lane", "role"), [(0, False, "slot 0"), (2, True, "slot 2 (P0 lane)")])

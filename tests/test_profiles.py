@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from adaptive_scheduler.governor.profiles import Profile, Rule, decode, encode, observe, predict
 from hypothesis import given
 from hypothesis import strategies as st
-
-from scheduler.governor.profiles import Profile, Rule, decode, encode, observe, predict
 
 MIB = 2**20
 DAY = 24 * 3600.0

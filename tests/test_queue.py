@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from adaptive_scheduler.model import ClaimedJob, Priority
+from adaptive_scheduler.queue import LocalQueue
 from hypothesis import given
 from hypothesis import strategies as st
-
-from scheduler.model import ClaimedJob, Priority
-from scheduler.queue import LocalQueue
 
 
 def job(job_id: str, priority: int) -> ClaimedJob:

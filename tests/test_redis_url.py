@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from scheduler.redis_url import SentinelUrl, is_sentinel, parse_sentinel
+from adaptive_scheduler.redis_url import SentinelUrl, is_sentinel, parse_sentinel
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from scheduler.errors import ConfigError
-from tasks import import_allowed, lookup
-from tasks.registry import TaskInfo, name_clashes
+from adaptive_scheduler.errors import ConfigError
+from adaptive_scheduler.tasks import import_allowed, lookup
+from adaptive_scheduler.tasks.registry import TaskInfo, name_clashes
 
 A, B = "tests.fixtures.clash_a", "tests.fixtures.clash_b"
 

@@ -12,13 +12,8 @@ from typing import Any
 
 import pytest
 import redis
-from rq import Worker, worker_registration
-from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
-from rq.executions import Execution as RqExecution
-from rq.utils import utcparse
-
-from scheduler import keys
-from scheduler.rq_worker import (
+from adaptive_scheduler import keys
+from adaptive_scheduler.rq_worker import (
     Activity,
     Execution,
     Identity,
@@ -27,6 +22,10 @@ from scheduler.rq_worker import (
     execution_fields,
     worker_fields,
 )
+from rq import Worker, worker_registration
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
+from rq.executions import Execution as RqExecution
+from rq.utils import utcparse
 
 NAME = "adaptive-scheduler:web-1-42-abc123"
 QUEUES = ("p0", "p1", "p2", "p3")

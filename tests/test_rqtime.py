@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from adaptive_scheduler.rqtime import rq_timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 from rq.utils import utcformat, utcparse
-
-from scheduler.rqtime import rq_timestamp
 
 
 @given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))

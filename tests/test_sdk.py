@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tasks import context
+from adaptive_scheduler.tasks import context
+
 from tests.fixtures import jobs
 
 

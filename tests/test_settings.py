@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from settings import SettingsError, load_settings
-from settings.load import NON_SETTING_VARIABLES
-from settings.snapshot import freeze
+from adaptive_scheduler.settings import SettingsError, load_settings
+from adaptive_scheduler.settings.load import NON_SETTING_VARIABLES
+from adaptive_scheduler.settings.snapshot import freeze
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +70,10 @@ def test_the_config_path_can_come_from_the_environment(
         ({"allowed_modules": ["myapp.jobs", "builtins"]}, "'builtins' is part of Python's standard library"),
         ({"allowed_modules": ["os"]}, "'os' is part of Python's standard library, which runs code"),
         ({"allowed_modules": ["os.path"]}, "'os.path' is part of Python's standard library"),
-        ({"allowed_modules": ["scheduler.cli"]}, "'scheduler.cli' is adaptive-scheduler's own code"),
+        (
+            {"allowed_modules": ["adaptive_scheduler.cli"]},
+            "'adaptive_scheduler.cli' is adaptive-scheduler's own code",
+        ),
         ({"allowed_modules": ["myapp/jobs"]}, "'myapp/jobs' is not a module name"),
         ({"slot": 4}, "unknown setting 'slot' (did you mean 'slots'?)"),
         (
@@ -133,7 +135,7 @@ def test_a_duration_must_be_finite(
 
 def test_every_float_setting_must_be_finite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
     floats = [name for name, field in Settings.model_fields.items() if field.annotation in (float, "float")]
     assert set(FINITE_DURATIONS) <= set(floats)
@@ -249,10 +251,10 @@ def test_a_bad_config_file_is_reported(
 
 
 def test_the_readme_configuration_table_matches_the_model() -> None:
-    from settings.table import replace_in
+    from adaptive_scheduler.settings.table import replace_in
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert replace_in(readme) == readme, "README.md is stale: run `python -m settings.table`"
+    assert replace_in(readme) == readme, "README is stale: run `python -m adaptive_scheduler.settings.table`"
 
 
 def test_the_frozen_snapshot_the_daemon_runs_on_holds_the_same_values_and_no_pydantic(
@@ -334,5 +336,5 @@ def test_the_operators_own_modules_and_the_demo_may_be_allowed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    modules = ("myapp.jobs", "tests.fixtures.jobs", "tasks.demo")
+    modules = ("myapp.jobs", "tests.fixtures.jobs", "adaptive_scheduler.tasks.demo")
     assert load_settings(allowed_modules=list(modules)).allowed_modules == modules

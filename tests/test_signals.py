@@ -13,9 +13,8 @@ import signal
 from collections.abc import Iterator
 
 import pytest
+from adaptive_scheduler import service
 from loguru import logger
-
-from scheduler import service
 
 
 class StopRequests:

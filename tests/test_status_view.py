@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler.status_view import STARTED_LEGEND, render
+from adaptive_scheduler.status_view import STARTED_LEGEND, render
 
 
 def slot(index: int, job_id: str | None) -> dict[str, Any]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from scheduler.governor.profiles import Profile, Rule, encode, predict
-from scheduler.metrics import CATALOGUE
-from scheduler.status import task_segment
-from scheduler.task_profiles import EMPTY, GAUGE_TASKS, TaskRow, gauges, render, rows, rule_of, table
-from settings.model import Settings
+from adaptive_scheduler.governor.profiles import Profile, Rule, encode, predict
+from adaptive_scheduler.metrics import CATALOGUE
+from adaptive_scheduler.settings.model import Settings
+from adaptive_scheduler.status import task_segment
+from adaptive_scheduler.task_profiles import EMPTY, GAUGE_TASKS, TaskRow, gauges, render, rows, rule_of, table
 
 MIB = 2**20
 NOW = 1_800_000_000.0

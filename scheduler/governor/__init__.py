@@ -8,6 +8,6 @@ readings and `profile_store` keeps the learned profiles in Redis.
 
 from __future__ import annotations
 
-from scheduler.governor.reader import Governor, release_daemon_memory
+from adaptive_scheduler.governor.reader import Governor, release_daemon_memory
 
 __all__ = ["Governor", "release_daemon_memory"]

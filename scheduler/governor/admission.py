@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from scheduler.model import Priority
+from adaptive_scheduler.model import Priority
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from loguru import logger
-
-from scheduler.governor.admission import Decision
-from scheduler.governor.planner import Planner
-from scheduler.governor.policy import (
+from adaptive_scheduler.governor.admission import Decision
+from adaptive_scheduler.governor.planner import Planner
+from adaptive_scheduler.governor.policy import (
     Preempt,
     Reading,
     Stop,
@@ -22,14 +20,15 @@ from scheduler.governor.policy import (
     pressure_stop,
     stop_action,
 )
-from scheduler.governor.reader import Governor
-from scheduler.governor.victim import Runner, choose
-from scheduler.model import ClaimedJob, Priority
-from scheduler.slotpool import SlotPool
-from scheduler.slots import End, Running, Slot
+from adaptive_scheduler.governor.reader import Governor
+from adaptive_scheduler.governor.victim import Runner, choose
+from adaptive_scheduler.model import ClaimedJob, Priority
+from adaptive_scheduler.slotpool import SlotPool
+from adaptive_scheduler.slots import End, Running, Slot
+from loguru import logger
 
 if TYPE_CHECKING:
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
 FRESH_READ_BYTES = 16 * 2**20  # a slot that held this much at the last reading is read again at a start
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 _CELL = struct.Struct("=q")
-_FENCED_AT = _CELL.size  # a second field: 1 once the slot fenced itself (see scheduler.pulse)
+_FENCED_AT = _CELL.size  # a second field: 1 once the slot fenced itself (see adaptive_scheduler.pulse)
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -69,7 +69,7 @@ class HeapCell:
         return int(_CELL.unpack_from(self._page, 0)[0])
 
     def mark_fenced(self) -> None:
-        """The slot is about to kill itself because its daemon went silent (scheduler.pulse)."""
+        """The slot is about to kill itself because its daemon went silent (adaptive_scheduler.pulse)."""
         _CELL.pack_into(self._page, _FENCED_AT, 1)
 
     def fenced(self) -> bool:

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-
-from scheduler.governor.heap import HeapCell, malloc_in_use
+from adaptive_scheduler.governor.heap import HeapCell, malloc_in_use
 
 UNLIMITED = 1 << 62  # cgroup v1 writes 9223372036854771712 for "no limit"
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from adaptive_scheduler.governor import admission
+from adaptive_scheduler.governor.admission import Candidate, Decision, Room
+from adaptive_scheduler.governor.monitor import MemorySample
+from adaptive_scheduler.governor.profile_store import ProfileStore
+from adaptive_scheduler.governor.victim import Kind, Runner
+from adaptive_scheduler.model import ClaimedJob
+from adaptive_scheduler.slots import Running
+from adaptive_scheduler.tasks.registry import TaskInfo
 from loguru import logger
 
-from scheduler.governor import admission
-from scheduler.governor.admission import Candidate, Decision, Room
-from scheduler.governor.monitor import MemorySample
-from scheduler.governor.profile_store import ProfileStore
-from scheduler.governor.victim import Kind, Runner
-from scheduler.model import ClaimedJob
-from scheduler.slots import Running
-from tasks.registry import TaskInfo
-
 if TYPE_CHECKING:
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
 MIB = 2**20
 TOLD_MAX = 10_000

@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from scheduler.governor.pressure import Level, Thresholds
-from scheduler.governor.victim import Kind, Runner, choose, cost
-from scheduler.model import Priority
+from adaptive_scheduler.governor.pressure import Level, Thresholds
+from adaptive_scheduler.governor.victim import Kind, Runner, choose, cost
+from adaptive_scheduler.model import Priority
 
 
 class Fate(Enum):

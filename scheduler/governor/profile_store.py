@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 
 import redis
+from adaptive_scheduler import keys
+from adaptive_scheduler.governor.profiles import Profile, Rule, decode, encode, observe, predict
 from loguru import logger
-
-from scheduler import keys
-from scheduler.governor.profiles import Profile, Rule, decode, encode, observe, predict
 
 REFRESH_S = 10.0
 PREDICTION_KEPT_S = 60.0  # a prediction decays with a 24 h half-life: a minute-old one is still right

@@ -11,13 +11,12 @@ import ctypes
 import gc
 from typing import TYPE_CHECKING
 
+from adaptive_scheduler.governor.monitor import MemorySample, Monitor
+from adaptive_scheduler.governor.pressure import Level, State, Thresholds, classify
 from loguru import logger
 
-from scheduler.governor.monitor import MemorySample, Monitor
-from scheduler.governor.pressure import Level, State, Thresholds, classify
-
 if TYPE_CHECKING:
-    from settings import Settings
+    from adaptive_scheduler.settings import Settings
 
 MIB = 2**20
 

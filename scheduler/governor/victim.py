@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from scheduler.model import Priority
+from adaptive_scheduler.model import Priority
 
 
 class Kind(IntEnum):

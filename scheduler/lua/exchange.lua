@@ -27,7 +27,7 @@
 --   then how many queues the claim may take from (4: all; 1: P0 only, under memory pressure), this
 --   daemon's lease key and the token it holds there.
 -- The job-hash fields returned for each claimed job are written into this source when it is loaded
--- (the `fields` table below; see scheduler.payload.FIELDS), so they are not sent with every call.
+-- (the `fields` table below; see adaptive_scheduler.payload.FIELDS), so they are not sent with every call.
 -- Every outcome is fenced: it is written only if its execution's started-registry entry is still
 -- there, and the ids of those that were not (stale: reclaimed by another daemon, or lost with Redis'
 -- data) are returned, so a daemon that lost its claims never writes over the work of another.

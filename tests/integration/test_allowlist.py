@@ -60,7 +60,7 @@ def test_no_former_builtin_nor_test_or_demo_helper_runs_on_a_daemon_with_default
     # former built-in, the same helpers at their test-fixture path, and the demo's tasks
     paths = [f"tasks.builtin.{name}" for name in FORMER_BUILTINS]
     paths += [f"tests.fixtures.jobs.{name}" for name in FORMER_BUILTINS]
-    paths += ["tasks.demo.add", "tasks.demo.exit_process"]
+    paths += ["adaptive_scheduler.tasks.demo.add", "adaptive_scheduler.tasks.demo.exit_process"]
     jobs = {
         path: queue(client, 1).enqueue(path, *args_for(path.rpartition(".")[2], tmp_path)).id
         for path in paths

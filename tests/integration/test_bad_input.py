@@ -37,12 +37,12 @@ from typing import Any
 
 import pytest
 import redis
+from adaptive_scheduler.redis_server import RedisServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from scheduler.redis_server import RedisServer
 from tests.helpers import ROOT, DaemonProcess, queue, wait_until
 
 EXAMPLES = int(os.environ.get("ASCHED_FUZZ_EXAMPLES", "150"))
@@ -391,8 +391,8 @@ def unknown_function(draw: st.DrawFn) -> Case:
                 "tests.fixtures.jobs",
                 "tests.fixtures.jobs.add.__globals__",
                 "tests.fixtures.jobs.os.system",
-                "tasks.registry.task",
-                "tasks.sdk.context",
+                "adaptive_scheduler.tasks.registry.task",
+                "adaptive_scheduler.tasks.sdk.context",
                 "add",
                 "tests.fixtures.jobs.add ",
                 " tests.fixtures.jobs.add",

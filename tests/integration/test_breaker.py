@@ -44,6 +44,6 @@ def test_a_flaky_task_opens_its_breaker_and_a_successful_trial_closes_it(
 
 def breakers_in_status(redis_url: str) -> dict[str, str]:
     """The breakers `status --json` shows for the one live daemon."""
-    command = [sys.executable, "-m", "scheduler", "status", "--json"]
+    command = [sys.executable, "-m", "adaptive_scheduler", "status", "--json"]
     output = subprocess.check_output(command, cwd=ROOT, env={"ASCHED_REDIS_URL": redis_url})
     return json.loads(output)["daemons"][0]["breakers"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
+from adaptive_scheduler.exits import EXIT_FAILURE, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler.exits import EXIT_FAILURE, EXIT_TIMEOUT, EXIT_UNAVAILABLE, EXIT_USAGE
 from tests.helpers import FIXTURES, cli, queue, running_daemon, title, wait_until
 
 
@@ -216,14 +216,17 @@ def test_run_without_redis_url_runs_the_demo_on_an_embedded_redis(tmp_path: Path
     assert "started embedded redis-server" in demo.stderr
     assert "'finished': 7, 'failed': 3" in demo.stderr
     table = demo.stderr.split("demo results", 1)[1]
-    assert table.index("p0  finished  tasks.demo.add") < table.index("p3  finished  tasks.demo.heartbeat")
+    assert table.index("p0  finished  adaptive_scheduler.tasks.demo.add") < table.index(
+        "p3  finished  adaptive_scheduler.tasks.demo.heartbeat"
+    )
     # And a status query with no daemon running says how to start one
     status = cli("status", env=env)
     assert status.returncode == EXIT_UNAVAILABLE and "start the daemon" in status.stderr
 
 
 def test_the_embedded_redis_keeps_queued_jobs_across_a_restart(tmp_path: Path) -> None:
-    from scheduler.redis_server import RedisServer
+    from adaptive_scheduler.redis_server import RedisServer
+
     from tests.helpers import queue
 
     server = RedisServer(tmp_path, persistent=True).start()

@@ -31,15 +31,15 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
+from adaptive_scheduler import keys, outcomes
+from adaptive_scheduler.daemon import Daemon
+from adaptive_scheduler.intake import Intake
+from adaptive_scheduler.redis_server import RedisServer
+from adaptive_scheduler.service import backoff_s
+from adaptive_scheduler.settings.load import load_settings
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler import keys, outcomes
-from scheduler.daemon import Daemon
-from scheduler.intake import Intake
-from scheduler.redis_server import RedisServer
-from scheduler.service import backoff_s
-from settings.load import load_settings
 from tests.helpers import DaemonProcess, children, queue, running_daemon, wait_until
 
 FAST_LEASE = {"ASCHED_LEASE_TTL_S": "1", "ASCHED_LOG_LEVEL": "INFO"}

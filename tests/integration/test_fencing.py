@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 import redis
+from adaptive_scheduler import keys, outcomes
+from adaptive_scheduler.intake import Intake
+from adaptive_scheduler.model import ClaimedJob, JobOptions
+from adaptive_scheduler.settings import load_settings
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from scheduler import keys, outcomes
-from scheduler.intake import Intake
-from scheduler.model import ClaimedJob, JobOptions
-from settings import load_settings
 from tests.helpers import queue, wait_until
 
 OPTIONS = JobOptions(timeout_s=180, result_ttl_s=500, failure_ttl_s=1000)

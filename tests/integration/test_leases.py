@@ -1,7 +1,7 @@
 """Leases with real pauses and real outages: a frozen daemon (SIGSTOP) and a Redis restart (SIGKILL).
 
 A daemon frozen past its lease loses its jobs to a live daemon, and neither runs a job at the same time
-as the other (its slots stop their own jobs: scheduler.pulse) nor writes over the other's outcomes
+as the other (its slots stop their own jobs: adaptive_scheduler.pulse) nor writes over the other's outcomes
 (fencing); a Redis outage longer than the lease is no one's death: no job runs twice.
 """
 
@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import redis
+from adaptive_scheduler.redis_server import RedisServer
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler.redis_server import RedisServer
 from tests.helpers import DaemonProcess, queue, running_daemon, wait_until
 from tests.runs import executions, overlapping
 

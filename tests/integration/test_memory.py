@@ -14,10 +14,10 @@ import sys
 import time
 
 import redis
+from adaptive_scheduler.governor.monitor import Monitor
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler.governor.monitor import Monitor
 from tests.helpers import ROOT, children, queue, running_daemon, wait_until
 
 SMALL_BUDGET = {
@@ -195,7 +195,7 @@ def test_shed_jobs_can_be_listed_and_replayed(client: redis.Redis, redis_url: st
     env = {**os.environ, "ASCHED_REDIS_URL": redis_url}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "scheduler", *args]
+        command = [sys.executable, "-m", "adaptive_scheduler", *args]
         return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
 
     listed = cli("shed", "list", "--json")

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from adaptive_scheduler.metrics import CATALOGUE
 
-from scheduler.metrics import CATALOGUE
 from tests.helpers import queue, running_daemon, wait_until
 from tests.statsd_listener import StatsdListener
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
+from adaptive_scheduler.notify import Notifier
 
-from scheduler.notify import Notifier
 from tests.helpers import DaemonProcess, queue
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 
 import redis
+from adaptive_scheduler.redis_server import RedisServer
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler.redis_server import RedisServer
 from tests.freezing_proxy import FreezingProxy
 from tests.helpers import queue, running_daemon, wait_until
 

@@ -7,10 +7,9 @@ import time
 
 import pytest
 import redis
+from adaptive_scheduler.governor.profile_store import ProfileStore
+from adaptive_scheduler.governor.profiles import Rule
 from loguru import logger
-
-from scheduler.governor.profile_store import ProfileStore
-from scheduler.governor.profiles import Rule
 
 MIB = 2**20
 KEY = "asched:profiles"

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 import redis
+from adaptive_scheduler.redis_server import RedisServer
 from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from scheduler.redis_server import RedisServer
 from tests.helpers import DaemonProcess, queue, running_daemon, wait_until
 
 FAST_LEASE = {"ASCHED_LEASE_TTL_S": "1"}

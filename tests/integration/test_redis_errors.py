@@ -6,10 +6,10 @@ import time
 
 import pytest
 import redis
+from adaptive_scheduler.service import redis_trouble
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler.service import redis_trouble
 from tests.helpers import DaemonProcess, queue, running_daemon, wait_until
 
 

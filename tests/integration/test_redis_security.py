@@ -23,13 +23,13 @@ from urllib.parse import quote
 
 import pytest
 import redis
+from adaptive_scheduler.exits import EXIT_UNAVAILABLE
+from adaptive_scheduler.redis_server import find_binary, stop_process
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler.exits import EXIT_UNAVAILABLE
-from scheduler.redis_server import find_binary, stop_process
 from tests.helpers import FIXTURES, cli, queue, running_daemon, wait_until
 
 USER = "asched"

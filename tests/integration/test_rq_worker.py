@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import redis
+from adaptive_scheduler import keys
+from adaptive_scheduler.daemon import Daemon
+from adaptive_scheduler.settings.load import load_settings
 from rq import Worker
 
-from scheduler import keys
-from scheduler.daemon import Daemon
-from settings.load import load_settings
 from tests.helpers import ROOT, DaemonProcess, queue, running_daemon, wait_until
 
 RQ = {"rq3": Path(sys.executable).parent, "rq2": ROOT / ".venv-rq2" / "bin"}

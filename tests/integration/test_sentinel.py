@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from scheduler.redis_url import connect
-from scheduler.rqtime import unix_seconds
+from adaptive_scheduler.redis_url import connect
+from adaptive_scheduler.rqtime import unix_seconds
+
 from tests.helpers import DaemonProcess, queue, wait_until
 from tests.runs import executions
 from tests.sentinel_cluster import SentinelCluster

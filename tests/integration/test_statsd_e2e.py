@@ -29,12 +29,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from adaptive_scheduler.governor.monitor import Monitor
+from adaptive_scheduler.metrics import CATALOGUE, expand_prefix
+from adaptive_scheduler.redis_server import RedisServer
 from rq import Retry
 from rq.job import Job
 
-from scheduler.governor.monitor import Monitor
-from scheduler.metrics import CATALOGUE, expand_prefix
-from scheduler.redis_server import RedisServer
 from tests.graphite_targets import (
     alias_by_node,
     catalogue_regex,

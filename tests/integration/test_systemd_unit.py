@@ -17,11 +17,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from adaptive_scheduler.exits import EXIT_FAILURE, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE
+from adaptive_scheduler.service import backoff_s
+from adaptive_scheduler.settings import Settings
+from adaptive_scheduler.settings.model import ENV_PREFIX
 
-from scheduler.exits import EXIT_FAILURE, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE
-from scheduler.service import backoff_s
-from settings import Settings
-from settings.model import ENV_PREFIX
 from tests.helpers import ROOT
 
 UNIT = ROOT / "systemd" / "adaptive-scheduler.service"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import redis
+from adaptive_scheduler.exits import EXIT_USAGE
 
-from scheduler.exits import EXIT_USAGE
 from tests.helpers import cli
 
 BOTH = '["tests.fixtures.clash_a", "tests.fixtures.clash_b"]'

@@ -6,10 +6,10 @@ import json
 import time
 
 import redis
+from adaptive_scheduler.governor.profiles import Profile, encode
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from scheduler.governor.profiles import Profile, encode
 from tests.helpers import FIXTURES, cli, queue, running_daemon, wait_until
 
 MIB = 2**20
