@@ -5,6 +5,7 @@ recycled. The pool does no Redis I/O: it hands settlements to `settle`, and the 
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from adaptive_scheduler.governor.victim import Kind
 from adaptive_scheduler.lease import renewal_interval_s
 from adaptive_scheduler.model import Outcome, Settlement
 from adaptive_scheduler.pulse import Pulse, fence_after_s
-from adaptive_scheduler.slots import End, Running, Slot, SlotSpec
+from adaptive_scheduler.slots import LANE_OOM_SCORE_ADJ, SLOT_OOM_SCORE_ADJ, End, Running, Slot, SlotSpec
 from loguru import logger
 
 if TYPE_CHECKING:
@@ -178,6 +179,19 @@ class SlotPool:
         running, slot.running = slot.running, None
         assert running is not None
         self._swap(slot)
+        self._settle_memory_stop(running, reason)
+
+    def _oom_killed(self, slot: Slot, running: Running) -> bool:
+        """Whether the kernel's OOM killer took this slot: it died of SIGKILL, which the daemon did not
+        send, while the kernel's count of OOM kills grew. (Slots are its first choice: see
+        `slots.SLOT_OOM_SCORE_ADJ`.) Any other death of a slot is its job's own failure."""
+        if slot.exitcode != -signal.SIGKILL or running.oom_kills_before is None:
+            return False
+        now = self._monitor.oom_kills()
+        return now is not None and now > running.oom_kills_before
+
+    def _settle_memory_stop(self, running: Running, reason: str) -> None:
+        """Where a job stopped for memory goes (see `stop_for_memory`); its slot is already replaced."""
         now = time.time()
         started = now - (time.monotonic() - running.started_mono)
         stops = _memory_stops(running) + 1
@@ -265,6 +279,9 @@ class SlotPool:
         running, slot.running = slot.running, None
         if running is not None and slot.heap.fenced():
             self._put_back_fenced(slot, running)
+        elif running is not None and self._oom_killed(slot, running):
+            self.log.warning("slot {} (pid {}) replaced: {}", slot.index, slot.pid, KERNEL_OOM_KILL)
+            self._settle_memory_stop(running, KERNEL_OOM_KILL)
         elif running is not None:
             now = time.time()
             self._fail(running, f"{running.call.func_path}: {slot.death_reason()}", now, now)
@@ -291,7 +308,9 @@ class SlotPool:
         lane = self._is_lane_index(index)
         nice = 0 if lane else self.settings.slot_nice  # the P0 lane: not niced
         role = proctitle.slot_role(index, lane)
-        slot = Slot(index, replace(self._spec, one_job=one_job, nice=nice, role=role))
+        oom_score_adj = LANE_OOM_SCORE_ADJ if lane else SLOT_OOM_SCORE_ADJ
+        spec = replace(self._spec, one_job=one_job, nice=nice, role=role, oom_score_adj=oom_score_adj)
+        slot = Slot(index, spec)
         message_fd, exit_fd = slot.fds
         self._poller.add(message_fd, lambda: self._on_message(slot))
         self._poller.add(exit_fd, lambda: self._on_exit(slot))
@@ -331,6 +350,9 @@ class SlotPool:
         self.log.bind(job_id=running.job.id, priority=running.job.priority.name).warning(
             "job {} preempted ({}): {}", running.job.id, how, running.preempt_reason or "slot recycled"
         )
+
+
+KERNEL_OOM_KILL = "killed by the kernel's OOM killer: the host or the daemon's cgroup ran out of memory"
 
 
 def log_failure(settlement: Settlement) -> None:

@@ -62,6 +62,7 @@ class Running:
     base: tuple[int, int] = (0, 0)  # the slot's (RSS, malloc) growth before this job, at the last reading
     footprint: int = 0  # what this job has added at the last reading: the larger of RSS and malloc growth
     peak: int = 0  # the most it added at any reading
+    oom_kills_before: int | None = None  # the kernel's OOM kill count at the reading before it started
 
     def note_growth(self, growth: tuple[int, int]) -> None:
         """A reading of the slot's (RSS, malloc) growth while this job runs.
@@ -77,6 +78,14 @@ class Running:
         return max(0, (self.need if self.need is not None else unprofiled_bytes) - self.footprint)
 
 
+# If the kernel's OOM killer must act (memory the governor could not see coming), it kills the process
+# with the highest score: a slot's job, which runs again (`SlotPool._oom_killed`), rather than the daemon
+# with every job it holds, or Redis. The P0 lane's slot ranks below the others. Raising one's own score
+# needs no privilege.
+SLOT_OOM_SCORE_ADJ = 500
+LANE_OOM_SCORE_ADJ = 300
+
+
 @dataclass(frozen=True, slots=True)
 class SlotSpec:
     """How slot processes are made: the same for every slot of a pool (the P0 lane aside: its nice)."""
@@ -88,6 +97,7 @@ class SlotSpec:
     pulse: Pulse | None = None  # the daemon's pulse, for the slot's dead man's switch
     fence_s: float = 0.0  # ... which stops the job once the daemon has been silent this long
     role: str = "slot"  # its process title: "slot 2", "slot 2 (P0 lane)" (adaptive_scheduler.proctitle)
+    oom_score_adj: int = 0  # raised in the slot: the kernel's OOM killer takes a slot, not the daemon
 
 
 class Slot:
@@ -223,8 +233,19 @@ def _fork_slot(conn: Channel, spec: SlotSpec, heap: HeapCell) -> int:
         proctitle.set_title(spec.role)  # else `ps` shows the daemon's title for every slot
         if spec.nice:
             os.nice(spec.nice)
+        if spec.oom_score_adj:
+            _raise_oom_score(spec.oom_score_adj)
         slot_main.serve(conn, spec, heap)
     except BaseException:  # the slot must never return into the daemon's code
         code = 70
     finally:
         os._exit(code)
+
+
+def _raise_oom_score(adj: int) -> None:
+    """Make this process the OOM killer's preferred victim (never lowers a score already higher)."""
+    path = "/proc/self/oom_score_adj"
+    with contextlib.suppress(OSError, ValueError), open(path, "r+") as file:
+        if int(file.read()) < adj:
+            file.seek(0)
+            file.write(str(adj))

@@ -11,6 +11,7 @@ from adaptive_scheduler.governor.monitor import (
     _psi_file,
     find_cgroup,
     parse_limit,
+    parse_oom_kills,
     parse_psi,
     parse_stat,
 )
@@ -84,3 +85,9 @@ def test_the_cgroups_own_psi_is_preferred_then_the_hosts_then_none(tmp_path: Pat
     host.unlink()
     (base / "memory.pressure").write_text("garbage\n")
     assert _psi_file(files, host) is None
+
+
+def test_the_kernel_oom_kill_count_is_read_from_vmstat() -> None:
+    assert parse_oom_kills(b"pgfault 12\noom_kill 7\nnr_foo 3\n") == 7
+    assert parse_oom_kills(b"pgfault 12\nnr_foo 3\n") is None  # kernels before 4.13
+    assert isinstance(Monitor(budget_bytes=2**30).oom_kills(), int)  # this machine has the line

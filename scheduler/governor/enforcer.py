@@ -102,6 +102,8 @@ class Enforcer:
         slot held before it."""
         running.kind = self.planner.kind(running.call.func_path, running.task)
         self.planner.starting(running, self._slot_growth(slot), now)
+        if self.governor.sample is not None:
+            running.oom_kills_before = self.governor.sample.oom_kills
 
     def started(self, running: Running, now_mono: float) -> None:
         """A P0 job started although it is predicted not to fit: stop one lower job now, before the

@@ -48,6 +48,7 @@ class MemorySample:
     psi: Psi | None = None  # None where the kernel has no PSI
     slot_heap_growth: dict[int, int] = field(default_factory=dict)  # slot index -> malloc added
     slot_pid: dict[int, int] = field(default_factory=dict)  # slot index -> the process read
+    oom_kills: int | None = None  # the kernel's OOM kills so far, host-wide (None: not readable)
 
     def growth(self, slot: int, pid: int) -> tuple[int, int]:
         """What slot `slot` (process `pid`) has added since it started, as (RSS, malloc) growth; zeros
@@ -154,6 +155,7 @@ class Monitor:
         self.psi_source = _psi_file(self._cgroup)
         # kept open and read with pread: opening the file each sample costs more than the rest of a reading
         self._psi_fd = os.open(self.psi_source, os.O_RDONLY | os.O_CLOEXEC) if self.psi_source else None
+        self._vmstat_fd = _open_quietly(Path("/proc/vmstat"))
 
     def track(self, index: int, pid: int, heap: HeapCell | None = None) -> None:
         """Start reading slot `index` (process `pid`, just ready: its RSS and heap now are its base)."""
@@ -215,7 +217,18 @@ class Monitor:
             self._read_psi(),
             heap_growth,
             pids,
+            self.oom_kills(),
         )
+
+    def oom_kills(self) -> int | None:
+        """How many processes the kernel's OOM killer has killed since boot, on the whole host (its
+        `oom_kill` count in /proc/vmstat, which memory cgroups' kills raise too); None if unreadable."""
+        if self._vmstat_fd is None:
+            return None
+        try:
+            return parse_oom_kills(os.pread(self._vmstat_fd, 1 << 16, 0))
+        except (OSError, ValueError):
+            return None
 
     def _read_psi(self) -> Psi | None:
         if self._psi_fd is None:
@@ -231,6 +244,14 @@ class Monitor:
         return usage - parse_stat(files.stat.read_text(), files.cache_key)
 
 
+def parse_oom_kills(vmstat: bytes) -> int | None:
+    """The `oom_kill` line of /proc/vmstat (kernels since 4.13); None where it has none."""
+    at = vmstat.find(b"\noom_kill ")
+    if at < 0:
+        return None
+    return int(vmstat[at + 10 : vmstat.index(b"\n", at + 1)])
+
+
 def rss_bytes(pid: int) -> int:
     """The resident set of process `pid`, as psutil reads it. OSError once it is gone."""
     fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
@@ -238,6 +259,13 @@ def rss_bytes(pid: int) -> int:
         return int(os.read(fd, 256).split()[1]) * PAGE_BYTES
     finally:
         os.close(fd)
+
+
+def _open_quietly(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def _own_cgroup() -> CgroupFiles | None:

@@ -18,7 +18,7 @@ import redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from tests.helpers import DaemonProcess, queue, wait_until
+from tests.helpers import DaemonProcess, children, queue, running_daemon, wait_until
 
 V1_MEMORY = Path("/sys/fs/cgroup/memory")
 LIMIT = 350 * 2**20
@@ -108,3 +108,41 @@ def test_plain_jobs_that_do_not_fit_two_at_a_time_all_finish_one_at_a_time_with_
 
 def fetch(client: redis.Redis, job_id: str) -> Job:
     return Job.fetch(job_id, connection=client, serializer=JSONSerializer)
+
+
+def test_a_job_the_kernel_oom_kills_runs_again_and_finishes(
+    client: redis.Redis, redis_url: str, memory_cgroup: Path, tmp_path: Path
+) -> None:
+    # Given a daemon outside the cgroup (its budget is ample: the governor sees nothing coming), whose
+    # job moves into the 350 MiB cgroup and there allocates 600 MiB once, 1 MiB when run again
+    with running_daemon(redis_url) as daemon:
+        once = tmp_path / "ran-once"
+        job = queue(client, 1).enqueue(
+            "tests.fixtures.jobs.allocate_in_cgroup", str(memory_cgroup / "cgroup.procs"), 600, str(once)
+        )
+        # When the kernel's OOM killer takes its slot
+        wait_until(lambda: job.get_status(refresh=True) in DONE, timeout_s=20)
+        # Then the job ran again and finished: a stop for memory, not a failure of the task
+        assert oom_kills(memory_cgroup) == 1
+        assert job.get_status() == JobStatus.FINISHED, job.exc_info
+        assert job.return_value() == 2**20
+        assert client.hget(job.key, "asched_memory_stops") == b"1"
+        assert "killed by the kernel's OOM killer" in daemon.output()
+        # And slots, not the daemon, are the OOM killer's first choice
+        slots = children(daemon.process.pid)
+        assert slots and all(Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "500" for pid in slots)
+        assert Path(f"/proc/{daemon.process.pid}/oom_score_adj").read_text().strip() == "0"
+
+
+def test_a_job_the_kernel_oom_kills_every_time_is_parked_with_the_reason_not_failed(
+    client: redis.Redis, redis_url: str, memory_cgroup: Path
+) -> None:
+    with running_daemon(redis_url, env={"ASCHED_MEMORY_STOP_LIMIT": "2"}) as daemon:
+        job = queue(client, 1).enqueue(
+            "tests.fixtures.jobs.allocate_in_cgroup", str(memory_cgroup / "cgroup.procs"), 600
+        )
+        ended = wait_until(lambda: client.hget(job.key, "asched_outcome") == b"shed", timeout_s=20)
+        assert ended, daemon.output()
+        assert oom_kills(memory_cgroup) == 2
+        reason = client.hget(job.key, "asched_reason").decode()
+        assert "parked: stopped for memory 2 times" in reason and "OOM killer" in reason, reason
