@@ -72,7 +72,7 @@ def test_a_running_daemon_is_one_rq_worker_for_both_majors_until_it_stops(
             assert f"{name} (" in info and "idle p0, p1, p2, p3. jobs: 0 finished, 0 failed" in info, info
             assert "1 workers" in info, info
         # When a job runs: it is busy, with that job as its current one, for both majors
-        job = queue(client, 1).enqueue("tests.fixtures.jobs.sleep", 2.0)
+        job = queue(client, 1).enqueue("tests.fixtures.jobs.sleep", 4.0)  # outlasts two CLIs under load
         wait_until(lambda: [w.get_state() for w in Worker.all(connection=client)] == ["busy"])
         for major in ("rq2", "rq3"):
             assert workers(major, redis_url) == [[name, ["p0", "p1", "p2", "p3"], "busy", job.id, 0]]
