@@ -3,6 +3,11 @@
 Every process is a real `redis-server` (the sentinels run with `--sentinel`), on free TCP ports of
 127.0.0.1 (Sentinel needs TCP), in a temporary directory; `kill_master` SIGKILLs the master, as a
 crash would, and `wait_for_failover` waits until the sentinels name the replica as the new master.
+
+For repeated faults (bench.chaos) the two data servers keep their names ("master", "replica": their
+roles at start) while their roles change: `kill_server` and `start_server` crash and restart either
+one (from its own AOF with `appendonly=True`), as a replica of the current master if asked, and
+`current_master` says which one the sentinels name now.
 """
 
 from __future__ import annotations
@@ -27,11 +32,17 @@ def free_port() -> int:
 
 
 class SentinelCluster:
-    def __init__(self) -> None:
+    def __init__(self, appendonly: bool = False, down_after_ms: int = 1000) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="asched-sentinel-"))
         self.master_port, self.replica_port = free_port(), free_port()
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.appendonly = appendonly
+        self.down_after_ms = down_after_ms
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"master": self.master_port, "replica": self.replica_port}
 
     @property
     def url(self) -> str:
@@ -39,14 +50,14 @@ class SentinelCluster:
         return f"redis+sentinel://{hosts}/{SERVICE}/0"
 
     def start(self) -> SentinelCluster:
-        self._server("master", self.master_port)
-        self._server("replica", self.replica_port, "--replicaof", "127.0.0.1", str(self.master_port))
+        self.start_server("master")
+        self.start_server("replica", replica_of="master")
         for i, port in enumerate(self.sentinel_ports):
             config = self.directory / f"sentinel{i}.conf"
             config.write_text(
                 f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.master_port} 2\n"
-                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {SERVICE} 5000\n"
             )
             self._spawn(f"sentinel{i}", [str(config), "--sentinel"])
@@ -78,6 +89,38 @@ class SentinelCluster:
         self._wait(lambda: self.master_address() == ("127.0.0.1", self.replica_port), timeout_s)
         return time.monotonic() - started
 
+    def current_master(self) -> str | None:
+        """The name ("master" or "replica") of the server the sentinels name as master now."""
+        address = self.master_address()
+        names = {port: name for name, port in self.ports.items()}
+        return names.get(address[1]) if address else None
+
+    def kill_server(self, name: str) -> None:
+        """SIGKILL one data server, as a crash would."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
+
+    def start_server(self, name: str, replica_of: str | None = None) -> None:
+        """Start a data server (again: from its AOF when the cluster has one), as a replica of the
+        server named `replica_of` if given; the sentinels reconfigure it if its role has changed."""
+        extra = ["--replicaof", "127.0.0.1", str(self.ports[replica_of])] if replica_of else []
+        self._server(name, self.ports[name], *extra)
+
+    def wait_for_master(self, name: str, timeout_s: float = 20.0) -> float:
+        """Seconds until the sentinels name the server `name` as master."""
+        started = time.monotonic()
+        self._wait(lambda: self.current_master() == name, timeout_s)
+        return time.monotonic() - started
+
+    def healthy(self) -> bool:
+        """Both data servers up, the replica in sync with the master, and every sentinel knows it."""
+        master = self.current_master()
+        if master is None or set(self.processes) < {"master", "replica"}:
+            return False
+        replica = "replica" if master == "master" else "master"
+        return self._replica_known(self.ports[replica])
+
     def stop(self) -> None:
         for process in self.processes.values():
             stop_process(process, timeout_s=5)
@@ -85,8 +128,11 @@ class SentinelCluster:
 
     def _replicas_known(self) -> bool:
         """The replica is in sync with the master, and every sentinel knows it."""
+        return self._replica_known(self.replica_port)
+
+    def _replica_known(self, port: int) -> bool:
         try:
-            replica = redis.Redis(port=self.replica_port, socket_timeout=0.5)
+            replica = redis.Redis(port=port, socket_timeout=0.5)
             if replica.info("replication").get("master_link_status") != "up":
                 return False
             sentinels = [redis.Redis(port=port, socket_timeout=0.5) for port in self.sentinel_ports]
@@ -95,7 +141,9 @@ class SentinelCluster:
             return False
 
     def _server(self, name: str, port: int, *extra: str) -> None:
-        persistence = ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
+        aof = "yes" if self.appendonly else "no"
+        persistence = ["--save", "", "--appendonly", aof, "--repl-diskless-sync-delay", "0"]
+        persistence += ["--appenddirname", f"aof-{name}", "--dbfilename", f"dump-{name}.rdb"]
         self._spawn(
             name,
             ["--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.directory), *persistence, *extra],
