@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from adaptive_scheduler.redis_server import RedisServer
+from adaptive_scheduler.rqtime import unix_seconds
 from redis.sentinel import Sentinel
 
 from bench import chaos_report
-from scheduler.redis_server import RedisServer
-from scheduler.rqtime import unix_seconds
 from tests.helpers import ROOT, DaemonProcess, children
 from tests.sentinel_cluster import SERVICE, SentinelCluster
 

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import TextIO
 
 import redis
+from adaptive_scheduler.redis_url import connect
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
-
-from scheduler.redis_url import connect
 
 TASK = "tests.fixtures.jobs.record_execution"
 KEEP_S = 24 * 3600  # results and failures outlive the run: an expired job must not look lost
