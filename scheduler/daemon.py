@@ -131,7 +131,13 @@ class Daemon:
         self._poller = Poller()
         self.pulse = Pulse()
         self.pool = SlotPool(
-            settings, self._poller, self.governor.monitor, self._settle_later, self._job_ended, self.pulse
+            settings,
+            self._poller,
+            self.governor.monitor,
+            self._settle_later,
+            self._job_ended,
+            self.pulse,
+            redis_url,
         )
         self.enforcer = Enforcer(settings, self.governor, self.pool, planner)
         self.log = logger.bind(daemon=self.id)

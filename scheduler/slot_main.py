@@ -1,8 +1,10 @@
 """The code a slot process runs: receive a call, run it, send back its outcome. Nothing else.
 
-It runs in a process forked from the daemon and touches nothing of the daemon's: no Redis, no RQ, no
-logging. The daemon checked the call against the allowlist before sending it; the slot imports only
-that function's module (the daemon has usually imported it already, before forking).
+It runs in a process forked from the daemon and touches nothing of the daemon's: no logging, none of
+its Redis connections. A job that calls `rq.get_current_job()` gets an `rq.job.Job` on the slot's own
+client, which connects only if the job uses it (adaptive_scheduler.current_job). The daemon checked
+the call against the allowlist before sending it; the slot imports only that function's module (the
+daemon has usually imported it already, before forking).
 The slot leads its own process group, so a job's children are stopped with it, and a terminal's
 Ctrl-C reaches only the daemon, which decides what happens to running jobs. A job that returns while
 processes it started still run has them killed before its outcome is sent (the slot is their subreaper,
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 from adaptive_scheduler.channel import Channel
+from adaptive_scheduler.current_job import CurrentJob
 from adaptive_scheduler.governor.heap import HeapCell, start_sampler
 from adaptive_scheduler.pulse import Pulse
 from adaptive_scheduler.tasks import sdk
@@ -33,7 +36,8 @@ from adaptive_scheduler.tasks import sdk
 if TYPE_CHECKING:
     from adaptive_scheduler.slots import SlotSpec
 
-# Messages, daemon -> slot: (job_id, func_path, args, kwargs, resume_state), or None to exit.
+# Messages, daemon -> slot: (job_id, func_path, args, kwargs, resume_state, priority, meta), or None
+# to exit; `meta` is the job hash's raw field, for rq.get_current_job().
 # slot -> daemon: ("ready", pid) once; ("checkpoint", job_id, state JSON) any number of times during
 # a job; then (job_id, kind, payload, started_at, ended_at) per job, where kind is "ok" (payload: the
 # serialized return value), "error" (payload: the failure text) or "preempted" (payload: "").
@@ -49,6 +53,7 @@ def serve(conn: Channel, spec: SlotSpec, heap: HeapCell | None = None) -> None:
     _own_signals()  # the daemon's handlers were inherited by the fork
     dumps = _pickle_dumps if spec.serializer == "pickle" else _json_dumps
     send = conn.send
+    current = CurrentJob(spec.redis_url, spec.serializer, spec.queues)
 
     if heap is not None:  # before "ready": the daemon takes its first reading as the base
         switch = _dead_mans_switch(spec.pulse, spec.fence_s, heap) if spec.pulse is not None else None
@@ -56,7 +61,7 @@ def serve(conn: Channel, spec: SlotSpec, heap: HeapCell | None = None) -> None:
     send(("ready", os.getpid()))
     while (message := conn.receive()) is not None:
         _running[0] = True
-        outcome = run(message, dumps, send)
+        outcome = run(message, dumps, send, current)
         _running[0] = False
         _end_leftovers()
         _own_signals()
@@ -81,16 +86,18 @@ def _dead_mans_switch(pulse: Pulse, fence_s: float, heap: HeapCell) -> Callable[
 
 
 def run(
-    message: tuple[str, str, tuple[Any, ...], dict[str, Any], Any],
+    message: tuple[str, str, tuple[Any, ...], dict[str, Any], Any, int, bytes | None],
     dumps: Callable[[Any], bytes],
     send: Callable[[tuple[Any, ...]], None],
+    current: CurrentJob,
 ) -> Outcome:
     """Run one call; any exception becomes a failure text, like RQ's exc_info."""
-    job_id, func_path, args, kwargs, resume_state = message
+    job_id, func_path, args, kwargs, resume_state, priority, meta = message
     sdk.enter(sdk.JobContext(job_id, resume_state, send))
     started_at = time.time()
     try:
-        value = _resolve(func_path)(*args, **kwargs)
+        with current.running(job_id, priority, meta, (func_path, args, kwargs)):
+            value = _resolve(func_path)(*args, **kwargs)
     except sdk.Preempted:
         return job_id, "preempted", "", started_at, time.time()
     except BaseException:  # the job's own failure, SystemExit and MemoryError included

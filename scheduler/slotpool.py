@@ -37,6 +37,7 @@ class SlotPool:
         settle: Callable[[Settlement], None],
         ended: Callable[[Running, End, float], None],
         pulse: Pulse,
+        redis_url: str = "",
     ) -> None:
         self.settings = settings
         self.slots: list[Slot] = []
@@ -48,7 +49,16 @@ class SlotPool:
         self._lane_used_mono = 0.0
         self._retiring: list[Slot] = []  # killed slots not yet reaped
         fence_s = fence_after_s(settings.lease_ttl_s, renewal_interval_s(settings.lease_ttl_s))
-        self._spec = SlotSpec(settings.serializer, False, settings.sample_interval_s, 0, pulse, fence_s)
+        self._spec = SlotSpec(
+            settings.serializer,
+            False,
+            settings.sample_interval_s,
+            0,
+            pulse,
+            fence_s,
+            redis_url=redis_url,  # a job's rq.get_current_job() connects there, if it uses its Job
+            queues=settings.queues,
+        )
         self.log = logger
 
     def start(self) -> None:

@@ -98,6 +98,8 @@ class SlotSpec:
     fence_s: float = 0.0  # ... which stops the job once the daemon has been silent this long
     role: str = "slot"  # its process title: "slot 2", "slot 2 (P0 lane)" (adaptive_scheduler.proctitle)
     oom_score_adj: int = 0  # raised in the slot: the kernel's OOM killer takes a slot, not the daemon
+    redis_url: str = ""  # for the connection of the Job that rq.get_current_job() returns in a job
+    queues: tuple[str, ...] = ()  # RQ queue names by priority: that Job's origin
 
 
 class Slot:
@@ -138,8 +140,11 @@ class Slot:
     def give(self, running: Running, resume_state: Any) -> None:
         """Hand a job to this (idle) slot."""
         self.running = running
-        call = running.call
-        self.conn.send((running.job.id, call.func_path, call.args, call.kwargs, resume_state))
+        call, job = running.call, running.job
+        meta = job.fields.get("meta")  # for the Job a job's rq.get_current_job() returns
+        self.conn.send(
+            (job.id, call.func_path, call.args, call.kwargs, resume_state, int(job.priority), meta)
+        )
 
     def ask_to_yield(self, grace_s: float, reason: str, now_mono: float, for_memory: bool = False) -> None:
         """Ask the running job to checkpoint and stop (SIGUSR1); it is killed after `grace_s`."""

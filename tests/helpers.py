@@ -102,14 +102,13 @@ class DaemonProcess:
         cgroup_procs: Path | None = None,
         cwd: Path = ROOT,
         program: tuple[str, ...] = (sys.executable, "-m", "adaptive_scheduler"),
+        test_settings: bool = True,
     ) -> None:
-        full_env = {
-            **os.environ,
-            "ASCHED_REDIS_URL": redis_url,
-            "ASCHED_LOG_LEVEL": "DEBUG",
-            **FIXTURES,
-            **(env or {}),
-        }
+        """`test_settings=False`: no ASCHED_ variable but those of `env` (a config file names the rest,
+        `redis_url` included), as a user's daemon is started."""
+        ours = {"ASCHED_REDIS_URL": redis_url, "ASCHED_LOG_LEVEL": "DEBUG", **FIXTURES}
+        inherited = {k: v for k, v in os.environ.items() if test_settings or not k.startswith("ASCHED_")}
+        full_env = {**inherited, **(ours if test_settings else {}), **(env or {})}
         self.log = LogFile()
         command = [*program, "run", *args]
         if cgroup_procs is not None:  # join the cgroup first, then become the daemon

@@ -1,6 +1,7 @@
 """The systemd unit: `systemd-analyze verify` says nothing, its security exposure stays low, and it keeps
 the properties the daemon relies on (READY/watchdog notifications, SIGTERM to the main process only, a
 stop timeout longer than the daemon's graceful stop, a memory limit the governor can act under).
+The same holds for the unit plus the drop-in that runs an application's code (systemd/examples/).
 
 systemd-analyze is required, not optional: CI installs it (`./dev` setup, Debian package `systemd`).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import pytest
 from adaptive_scheduler.exits import EXIT_FAILURE, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE
 from adaptive_scheduler.service import backoff_s
 from adaptive_scheduler.settings import Settings
+from adaptive_scheduler.settings.load import load_settings
 from adaptive_scheduler.settings.model import ENV_PREFIX
 
 from tests.helpers import ROOT
@@ -27,6 +30,9 @@ from tests.helpers import ROOT
 UNIT = ROOT / "systemd" / "adaptive-scheduler.service"
 ENV_EXAMPLE = ROOT / "systemd" / "env.example"
 INSTALLED_EXEC = "ExecStart=/opt/adaptive-scheduler/.venv/bin/adaptive-scheduler run"
+APP_DROPIN = ROOT / "systemd" / "examples" / "myapp.conf"
+APP_CONFIG = ROOT / "systemd" / "examples" / "myapp.toml"
+APP_EXEC = "ExecStart=/srv/myapp/.venv/bin/adaptive-scheduler run --config /etc/myapp/adaptive-scheduler.toml"
 # systemd-analyze's --threshold is on a 0-100 scale, ten times the printed level: 2.0 ("OK");
 # the unit scores 1.2.
 EXPOSURE_THRESHOLD = 20
@@ -47,23 +53,38 @@ def analyze(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
-@pytest.fixture()
-def checkable_unit(tmp_path: Path) -> Path:
-    """The unit with ExecStart pointing at this checkout's console script (verify checks it exists)."""
-    text = UNIT.read_text(encoding="utf-8")
-    assert text.count(INSTALLED_EXEC) == 1, f"expected exactly one line {INSTALLED_EXEC!r}"
+def with_local_script(source: Path, installed: str, target: Path) -> Path:
+    """`source` copied to `target` with its ExecStart line `installed` pointing at this checkout's console
+    script instead (verify checks that the program exists)."""
+    text = source.read_text(encoding="utf-8")
+    assert text.count(installed) == 1, f"expected exactly one line {installed!r} in {source.name}"
     script = Path(sys.executable).parent / "adaptive-scheduler"
     assert script.is_file(), f"no console script at {script}: install the project (./dev)"
-    copy = tmp_path / UNIT.name
-    copy.write_text(text.replace(INSTALLED_EXEC, f"ExecStart={script} run"), encoding="utf-8")
-    return copy
+    local = installed.replace(installed.split()[0], f"ExecStart={script}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text.replace(installed, local), encoding="utf-8")
+    return target
 
 
-def service_section() -> dict[str, list[str]]:
+@pytest.fixture()
+def checkable_unit(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at this checkout's console script."""
+    return with_local_script(UNIT, INSTALLED_EXEC, tmp_path / UNIT.name)
+
+
+@pytest.fixture()
+def unit_with_app_dropin(checkable_unit: Path) -> Path:
+    """The unit plus the app's drop-in, installed next to it as /etc/systemd/system would hold them
+    (verify reads `<unit>.d/*.conf` from the unit's directory)."""
+    with_local_script(APP_DROPIN, APP_EXEC, checkable_unit.parent / f"{UNIT.name}.d" / APP_DROPIN.name)
+    return checkable_unit
+
+
+def service_section(path: Path = UNIT) -> dict[str, list[str]]:
     """The [Service] section's keys, each with its values in file order."""
     values: dict[str, list[str]] = defaultdict(list)
     section = None
-    for raw in UNIT.read_text(encoding="utf-8").splitlines():
+    for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
         assert not line.endswith("\\"), "the parser here does not handle continued lines"
         if not line or line.startswith(("#", ";")):
@@ -103,7 +124,11 @@ def test_verify_prints_nothing(checkable_unit: Path) -> None:
 
 
 def test_security_exposure_is_below_the_threshold(checkable_unit: Path) -> None:
-    done = analyze("security", "--offline=true", f"--threshold={EXPOSURE_THRESHOLD}", str(checkable_unit))
+    assert_exposure_below_threshold(checkable_unit)
+
+
+def assert_exposure_below_threshold(unit: Path) -> None:
+    done = analyze("security", "--offline=true", f"--threshold={EXPOSURE_THRESHOLD}", str(unit))
     level = re.search(r"Overall exposure level for \S+: ([\d.]+)", done.stdout)
     assert level, done.stdout + done.stderr
     assert done.returncode == 0, f"exposure {level.group(1)} above {EXPOSURE_THRESHOLD / 10}:\n{done.stdout}"
@@ -166,3 +191,50 @@ def test_env_example_names_real_settings_with_valid_values(monkeypatch: pytest.M
     for name, value in examples.items():
         monkeypatch.setenv(name, value.removeprefix("'").removesuffix("'"))  # systemd drops single quotes
     Settings(_env_file=None)  # type: ignore[call-arg]  # every example value is valid
+
+
+# --- the drop-in that runs an application's code (systemd/examples/myapp.conf) ---------------------
+
+
+def test_verify_prints_nothing_for_the_unit_with_the_app_dropin(unit_with_app_dropin: Path) -> None:
+    done = analyze("verify", str(unit_with_app_dropin))
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+    # and verify did read the drop-in: a wrong key in it is reported (a drop-in it never found would
+    # pass silently)
+    dropin = unit_with_app_dropin.parent / f"{UNIT.name}.d" / APP_DROPIN.name
+    dropin.write_text(dropin.read_text(encoding="utf-8") + "NoSuchKey=1\n", encoding="utf-8")
+    done = analyze("verify", str(unit_with_app_dropin))
+    assert f"{APP_DROPIN.name}:" in done.stderr and "NoSuchKey" in done.stderr, done.stderr
+
+
+def test_security_exposure_with_the_app_dropin_stays_below_the_threshold(unit_with_app_dropin: Path) -> None:
+    assert_exposure_below_threshold(unit_with_app_dropin)
+
+
+def test_the_app_dropin_runs_the_apps_venv_and_code_with_its_config_file() -> None:
+    dropin = service_section(APP_DROPIN)
+    # the unit's ExecStart is cleared first, else systemd refuses a second one for Type=notify
+    assert dropin["ExecStart"] == ["", APP_EXEC.removeprefix("ExecStart=")]
+    assert one(dropin, "WorkingDirectory") == "/srv/myapp"  # the daemon's import path (python -m)
+    assert one(dropin, "ReadWritePaths") == "/srv/myapp/var"
+    assert (one(dropin, "DynamicUser"), one(dropin, "User")) == ("no", "myapp")
+    # producers and the daemon share the Redis socket's group; a private user namespace would not map it
+    assert (one(dropin, "SupplementaryGroups"), one(dropin, "PrivateUsers")) == ("redis", "no")
+
+
+def test_the_app_config_example_is_valid_and_allows_only_the_apps_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    settings = load_settings(APP_CONFIG)
+    assert settings.allowed_modules == ("myapp.jobs",)
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() == "unix:///run/redis/redis-server.sock"
+    # the commented alternative in the drop-in, as systemd unquotes it, is the same setting
+    (line,) = [
+        line for line in APP_DROPIN.read_text(encoding="utf-8").splitlines() if "ALLOWED_MODULES" in line
+    ]
+    name, _, value = shlex.split(line.removeprefix("#Environment="))[0].partition("=")
+    monkeypatch.setenv(name, value)
+    assert Settings(_env_file=None).allowed_modules == ("myapp.jobs",)  # type: ignore[call-arg]

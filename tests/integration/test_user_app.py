@@ -1,4 +1,5 @@
-"""A user's own application, laid out the way users lay theirs out (issue 13, "one namespace").
+"""A user's own application, laid out the way users lay theirs out (issue 13, "one namespace" and the
+"Done means" walkthrough).
 
 The app directory holds its own `tasks.py` (a Celery habit), `settings.py` (Django) and `scheduler.py`,
 and a job module that uses the SDK. The daemon is started from that directory with the installed
@@ -7,6 +8,7 @@ and a job module that uses the SDK. The daemon is started from that directory wi
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -16,6 +18,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from tests.helpers import DaemonProcess, queue, wait_until
+from tests.integration.test_rq_compat import PYTHONS, run
+from tests.integration.test_rq_worker import rq_info, workers
 
 COMMAND = str(Path(sys.executable).with_name("adaptive-scheduler"))
 APP = {
@@ -45,8 +49,51 @@ APP = {
         @task()
         def add(a, b):
             return [a + b, settings.DEBUG]
+
+        def nap(seconds):
+            """A plain RQ function: no SDK."""
+            import time
+            time.sleep(seconds)
+            return seconds
+
+        def whoami():
+            """What code written for RQ's workers reads from inside a job."""
+            from rq import get_current_job
+            job = get_current_job()
+            return [job.id, job.meta]
     ''',
 }
+# The walkthrough's config file: what the operator allows, and where Redis is (no ASCHED_ variable set).
+CONFIG = """
+allowed_modules = ["myapp.jobs", "tasks"]
+redis_url = "{redis_url}"
+slots = 2
+"""
+# A producer with nothing but rq 2 and redis installed, enqueuing by dotted path.
+PRODUCE = """
+import json, sys
+from redis import Redis
+from rq import Queue, __version__
+from rq.serializers import JSONSerializer
+r = Redis.from_url(sys.argv[1])
+q = lambda p: Queue(f"p{p}", connection=r, serializer=JSONSerializer)
+ids = {
+    "nap": q(3).enqueue("myapp.jobs.nap", 3).id,
+    "add": q(1).enqueue("myapp.jobs.add", 2, 3).id,
+    "double": q(2).enqueue("tasks.double", 21).id,
+    "whoami": q(1).enqueue("myapp.jobs.whoami", meta={"tenant": "a"}).id,
+}
+print(json.dumps({"version": __version__, "ids": ids}))
+"""
+READ_BACK = """
+import json, sys
+from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+r = Redis.from_url(sys.argv[1])
+jobs = {k: Job.fetch(v, connection=r, serializer=JSONSerializer) for k, v in json.loads(sys.argv[2]).items()}
+print(json.dumps({k: [job.get_status().value, job.return_value()] for k, job in jobs.items()}))
+"""
 
 
 def make_app(root: Path) -> Path:
@@ -81,3 +128,62 @@ def test_the_daemon_runs_an_app_that_has_its_own_tasks_settings_and_scheduler_mo
     finally:
         daemon.kill()
         daemon.log.close()
+
+
+def test_a_new_users_walkthrough_from_an_app_directory_with_a_config_file(
+    tmp_path: Path, redis_url: str, client: redis.Redis
+) -> None:
+    # Given an app directory with its own tasks.py, settings.py, scheduler.py and myapp/jobs.py, and a
+    # TOML config file there: the only settings (no ASCHED_ variable, nothing allowlisted by the tests)
+    app = make_app(tmp_path)
+    (app / "scheduler.toml").write_text(CONFIG.format(redis_url=redis_url))
+    daemon = DaemonProcess(
+        redis_url,
+        env={"PYTHONPATH": ""},
+        cwd=app,
+        program=(COMMAND,),
+        args=("--config", "scheduler.toml"),
+        test_settings=False,
+    )
+    try:
+        daemon.wait_ready()
+        # When a producer that has only rq 2 installed enqueues by dotted path
+        produced = json.loads(run(PYTHONS["rq2"], PRODUCE, redis_url))
+        assert produced["version"].startswith("2")
+        ids = produced["ids"]
+        # Then `rq info` of both majors lists the daemon as one busy worker on the four queues, and
+        # RQ's Worker API names the job it runs (the 3 s nap; the others finish meanwhile)
+        wait_until(lambda: [w[3] for w in workers("rq2", redis_url)] == [ids["nap"]], timeout_s=10)
+        for major in ("rq2", "rq3"):
+            info = rq_info(major, redis_url)
+            assert "1 workers" in info and "adaptive-scheduler:" in info, info
+            assert "busy p0, p1, p2, p3" in info, info
+        (worker,) = workers("rq3", redis_url)
+        assert worker[1:4] == [["p0", "p1", "p2", "p3"], "busy", ids["nap"]]
+
+        # --- pause and resume P3 from the CLI (issue 13, item 6) ---------------------------------------
+        # Built on another branch. Once it is merged, here: `adaptive-scheduler --config scheduler.toml
+        # pause P3`, enqueue a P3 job and see it wait (and `status` say P3 is paused), then `resume P3`
+        # and see it finish.
+
+        # And every job ends as the producer's own RQ reads it back, get_current_job() included
+        nap = Job.fetch(ids["nap"], connection=client, serializer=JSONSerializer)
+        wait_until(lambda: nap.get_status(refresh=True) == "finished", timeout_s=15)
+        seen = json.loads(run(PYTHONS["rq2"], READ_BACK, redis_url, json.dumps(ids)))
+        assert seen == {
+            "nap": ["finished", 3],
+            "add": ["finished", [5, True]],
+            "double": ["finished", 42],
+            "whoami": ["finished", [ids["whoami"], {"tenant": "a"}]],
+        }, daemon.output()
+        # and `rq info` counts them as the worker's, idle again
+        idle = "idle p0, p1, p2, p3. jobs: 4 finished, 0 failed"
+        wait_until(lambda: idle in rq_info("rq3", redis_url), timeout_s=10, interval_s=0.2)
+        # No built-in helper is runnable by a producer: tests/integration/test_allowlist.py enqueues every
+        # former one (and the test and demo helpers) from plain RQ against a daemon with default settings.
+        assert daemon.stop() == 0, daemon.output()
+        assert "Traceback" not in daemon.output()
+    finally:
+        daemon.kill()
+        daemon.log.close()
+    assert "0 workers" in rq_info("rq2", redis_url)
