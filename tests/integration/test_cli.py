@@ -61,7 +61,7 @@ def test_job_says_where_a_job_is_waits_for_its_end_and_exits_by_its_outcome(
 ) -> None:
     env = {"ASCHED_REDIS_URL": redis_url, **FIXTURES}
     # Given a job enqueued while no daemon runs
-    job_id = cli("enqueue", "sleep", "[1.5]", env=env).stdout.strip()
+    job_id = cli("enqueue", "sleep", "[3]", env=env).stdout.strip()  # outlasts CLI calls under load
     queued = cli("job", job_id, env=env)
     assert queued.returncode == 0, queued.stderr
     assert queued.stdout.splitlines()[:3] == [
@@ -83,7 +83,7 @@ def test_job_says_where_a_job_is_waits_for_its_end_and_exits_by_its_outcome(
         failed = cli("job", failing, "--wait", "20", env=env)
     assert waited.returncode == 0, waited.stderr
     view = json.loads(waited.stdout)
-    assert (view["status"], view["result"], view["queue"], view["priority"]) == ("finished", 1.5, "p2", "P2")
+    assert (view["status"], view["result"], view["queue"], view["priority"]) == ("finished", 3, "p2", "P2")
     assert failed.returncode == 1 and "  error    RuntimeError: no such width" in failed.stdout
     missing = cli("job", "no-such-job", env=env)
     assert missing.returncode == 1 and "no job 'no-such-job' in Redis" in missing.stderr
