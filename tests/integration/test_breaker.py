@@ -18,7 +18,7 @@ def test_a_flaky_task_opens_its_breaker_and_a_successful_trial_closes_it(
 ) -> None:
     down = tmp_path / "dependency-down"
     down.touch()
-    env = {"ASCHED_BREAKER_COOLDOWN_S": "1.5"}
+    env = {"ASCHED_BREAKER_COOLDOWN_S": "3"}  # open long enough for a `status` call under load
     with running_daemon(redis_url, env=env) as daemon:
         # Given three failures of one task within the window
         failing = [queue(client, 1).enqueue("tests.fixtures.jobs.fail_while", str(down)) for _ in range(3)]

@@ -50,11 +50,13 @@ APP = {
         def add(a, b):
             return [a + b, settings.DEBUG]
 
-        def nap(seconds):
-            """A plain RQ function: no SDK."""
-            import time
-            time.sleep(seconds)
-            return seconds
+        def nap(gate):
+            """A plain RQ function (no SDK) that runs until the test removes the file `gate`."""
+            import os, time
+            deadline = time.monotonic() + 30
+            while os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return 3
 
         def whoami():
             """What code written for RQ's workers reads from inside a job."""
@@ -78,7 +80,7 @@ from rq.serializers import JSONSerializer
 r = Redis.from_url(sys.argv[1])
 q = lambda p: Queue(f"p{p}", connection=r, serializer=JSONSerializer)
 ids = {
-    "nap": q(3).enqueue("myapp.jobs.nap", 3).id,
+    "nap": q(3).enqueue("myapp.jobs.nap", sys.argv[2]).id,
     "add": q(1).enqueue("myapp.jobs.add", 2, 3).id,
     "double": q(2).enqueue("tasks.double", 21).id,
     "whoami": q(1).enqueue("myapp.jobs.whoami", meta={"tenant": "a"}).id,
@@ -148,11 +150,13 @@ def test_a_new_users_walkthrough_from_an_app_directory_with_a_config_file(
     try:
         daemon.wait_ready()
         # When a producer that has only rq 2 installed enqueues by dotted path
-        produced = json.loads(run(PYTHONS["rq2"], PRODUCE, redis_url))
+        gate = tmp_path / "nap-gate"
+        gate.touch()
+        produced = json.loads(run(PYTHONS["rq2"], PRODUCE, redis_url, str(gate)))
         assert produced["version"].startswith("2")
         ids = produced["ids"]
         # Then `rq info` of both majors lists the daemon as one busy worker on the four queues, and
-        # RQ's Worker API names the job it runs (the 3 s nap; the others finish meanwhile)
+        # RQ's Worker API names the job it runs (the nap, until the gate opens; the others finish)
         wait_until(lambda: [w[3] for w in workers("rq2", redis_url)] == [ids["nap"]], timeout_s=10)
         for major in ("rq2", "rq3"):
             info = rq_info(major, redis_url)
@@ -167,6 +171,7 @@ def test_a_new_users_walkthrough_from_an_app_directory_with_a_config_file(
         # and see it finish.
 
         # And every job ends as the producer's own RQ reads it back, get_current_job() included
+        gate.unlink()
         nap = Job.fetch(ids["nap"], connection=client, serializer=JSONSerializer)
         wait_until(lambda: nap.get_status(refresh=True) == "finished", timeout_s=15)
         seen = json.loads(run(PYTHONS["rq2"], READ_BACK, redis_url, json.dumps(ids)))
