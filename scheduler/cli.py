@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ EXIT_CODES = """exit codes:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `adaptive-scheduler` command."""
+    _import_from_the_working_directory()
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -53,6 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logs.setup(settings.log_level, settings.log_json)
     return reporting_failures(lambda: args.handler(settings, args))
+
+
+def _import_from_the_working_directory() -> None:
+    """Find the application's modules (`allowed_modules`) in the directory the command runs from, as
+    `python -m adaptive_scheduler`, the daemon (which execs that) and Celery's command do. An installed
+    console script starts without it on `sys.path`. Safe since our own packages have one scoped name."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def package_version() -> str:

@@ -9,6 +9,8 @@ and a job module that uses the SDK. The daemon is started from that directory wi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -113,9 +115,19 @@ def test_the_daemon_runs_an_app_that_has_its_own_tasks_settings_and_scheduler_mo
     daemon = DaemonProcess(redis_url, env=env, cwd=app, program=(COMMAND,))
     try:
         daemon.wait_ready()
+        # (the installed command, run from the app directory, finds the app's task by its short name)
+        by_name = subprocess.run(
+            [COMMAND, "enqueue", "long_sum", "[1000]"],
+            cwd=app,
+            env={**os.environ, "ASCHED_REDIS_URL": redis_url, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert by_name.returncode == 0, by_name.stderr
         jobs = [
             queue(client, 1).enqueue("tasks.double", 21),
-            queue(client, 1).enqueue("myapp.jobs.long_sum", 1000),
+            Job.fetch(by_name.stdout.strip(), connection=client, serializer=JSONSerializer),
             queue(client, 2).enqueue("myapp.jobs.add", 2, 3),
         ]
         ended = wait_until(
