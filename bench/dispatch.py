@@ -3,14 +3,19 @@
 For every system (ours in pool and fresh mode, then the peers of `bench.peers`), measured by the same
 harness (`bench.peers.measure_peer`, whose docstring says exactly how each figure is taken):
 drain throughput of no-op jobs enqueued in advance, consumer CPU per job, Redis commands per job
-(INFO commandstats, scripts' inner commands included), enqueue->start latency p50/p99 on an idle
-consumer, idle PSS of the whole consumer process tree. Ours is fed through plain RQ with the JSON
-serializer and writes full RQ bookkeeping (status, times, result stream, finished registry).
+(INFO commandstats, scripts' inner commands included), Redis CPU per job (INFO cpu), Redis memory and
+append-only-file growth per job, enqueue->start latency p50/p99 on an idle consumer, idle PSS of the
+whole consumer process tree. The redis-server it starts runs with ``appendonly yes`` (``appendfsync
+everysec``, automatic rewrites off) so that the AOF growth can be read; its CPU includes the AOF writes.
+Otherwise it runs with Redis's defaults (``stream-node-max-bytes 4096``, where the daemon's embedded
+Redis uses 512). Ours is fed through plain RQ with the JSON serializer and writes full RQ bookkeeping
+(status, times, result stream, finished registry).
 Also reported: the start-up cost of a fresh slot process, as the daemon in fresh mode measured it.
 
-    python -m bench.dispatch [--jobs 5000] [--latency 300] [--peers rq-fork rq-simple celery ...]
+    python -m bench.dispatch [--jobs 5000] [--latency 300] [--modes pool fresh] [--peers rq-fork celery ...]
 
-Prints a table with ratios against each peer and writes it to bench/results/dispatch.md (and .json).
+Prints a table with ratios against each peer, the costliest Redis commands per job of ours and of the
+peers it is compared with, and writes it all to bench/results/dispatch.md (and .json).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from rq import Queue
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from bench.peers import PEERS, PeerResult, PeerSpec, RqDriver, format_table, measure_peer
+from bench.peers import PEERS, PeerResult, PeerSpec, RqDriver, format_profile, format_table, measure_peer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -65,6 +70,13 @@ def our_spec(mode: str, redis_url: str) -> PeerSpec:
     return PeerSpec(lambda r, url: SchedulerDriver(r, url, mode), env=env)
 
 
+def stock_redis(r: redis.Redis) -> None:
+    """Redis's own defaults where the embedded server differs (a user's Redis is measured), and no
+    automatic AOF rewrite (it would fork and shrink the file mid-drain)."""
+    r.config_set("stream-node-max-bytes", 4096)
+    r.config_set("auto-aof-rewrite-percentage", 0)
+
+
 def slot_start_line(log_path: Path) -> str:
     """The daemon's own account of its slot start-ups (logged at shutdown), from its log file."""
     for line in log_path.read_text(errors="replace").splitlines():
@@ -82,6 +94,8 @@ def ratio_rows(ours: PeerResult, peers: list[PeerResult]) -> list[str]:
             f"{peer.cpu_ms_per_job / ours.cpu_ms_per_job:.1f}x less CPU/job",
             f"{peer.redis_cmds_per_job / ours.redis_cmds_per_job:.1f}x fewer Redis cmds/job",
         ]
+        if peer.redis_cpu_us_per_job and ours.redis_cpu_us_per_job:
+            parts.append(f"{peer.redis_cpu_us_per_job / ours.redis_cpu_us_per_job:.1f}x less Redis CPU/job")
         if peer.latency_p50_ms and ours.latency_p50_ms and peer.latency_p99_ms and ours.latency_p99_ms:
             parts.append(f"p50 {peer.latency_p50_ms / ours.latency_p50_ms:.1f}x lower")
             parts.append(f"p99 {peer.latency_p99_ms / ours.latency_p99_ms:.1f}x lower")
@@ -95,24 +109,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=int, default=300, help="latency probes per system")
     parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS), help="default: all")
     parser.add_argument(
+        "--modes", nargs="+", choices=("pool", "fresh"), default=["pool", "fresh"], help="ours: default both"
+    )
+    parser.add_argument(
         "--redis-url", help="an existing redis-server (its DB is flushed); default: start one"
     )
     args = parser.parse_args(argv)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="asched-bench-") as tmp:
-        server = None if args.redis_url else RedisServer(Path(tmp, "redis"), persistent=False).start()
+        server = None if args.redis_url else RedisServer(Path(tmp, "redis"), persistent=True).start()
         url = args.redis_url or server.url  # type: ignore[union-attr]
+        if server is not None:
+            stock_redis(redis.Redis.from_url(url))
         try:
             ours = [
                 measure_peer(our_spec(m, url), url, args.jobs, args.latency, Path(tmp, f"{m}.log"))
-                for m in ("pool", "fresh")
+                for m in args.modes
             ]
             peers = [
                 measure_peer(_peer_spec(k), url, args.jobs, args.latency, Path(tmp, f"{k}.log"))
                 for k in args.peers
             ]
             info = redis.Redis.from_url(url).info("server")
-            fresh_start = slot_start_line(Path(tmp, "fresh.log"))
+            fresh_log = Path(tmp, "fresh.log")
+            fresh_start = slot_start_line(fresh_log) if fresh_log.exists() else "not measured"
         finally:
             if server is not None:
                 server.stop()
@@ -140,6 +160,7 @@ def report(
         "",
         *ratio_rows(ours[0], peers),
         "",
+        *(format_profile(r) + "\n" for r in [ours[0], *peers] if r.redis_profile),
         f"fresh mode, the daemon's slot start-up (fork to ready): {fresh_start}",
         f"({args.jobs} no-op jobs per drain, {args.latency} latency probes; redis-server {redis_version}, "
         f"rq {version('rq')}, Python {sys.version.split()[0]}; {took_s:.0f} s in all)",
