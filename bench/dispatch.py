@@ -13,6 +13,7 @@ Redis uses 512). Ours is fed through plain RQ with the JSON serializer and write
 Also reported: the start-up cost of a fresh slot process, as the daemon in fresh mode measured it.
 
     python -m bench.dispatch [--jobs 5000] [--latency 300] [--modes pool fresh] [--peers rq-fork celery ...]
+                             [--drain-rounds 3]
 
 Prints a table with ratios against each peer, the costliest Redis commands per job of ours and of the
 peers it is compared with, and writes it all to bench/results/dispatch.md (and .json).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -112,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         "--modes", nargs="+", choices=("pool", "fresh"), default=["pool", "fresh"], help="ours: default both"
     )
     parser.add_argument(
+        "--drain-rounds",
+        type=int,
+        default=3,
+        help="then this many interleaved drains of ours (pool) and Dramatiq prefetch 32 (median ratio)",
+    )
+    parser.add_argument(
         "--redis-url", help="an existing redis-server (its DB is flushed); default: start one"
     )
     args = parser.parse_args(argv)
@@ -130,14 +138,44 @@ def main(argv: list[str] | None = None) -> int:
                 measure_peer(_peer_spec(k), url, args.jobs, args.latency, Path(tmp, f"{k}.log"))
                 for k in args.peers
             ]
+            rounds = drain_rounds(url, args.jobs, args.drain_rounds, Path(tmp))
             info = redis.Redis.from_url(url).info("server")
             fresh_log = Path(tmp, "fresh.log")
             fresh_start = slot_start_line(fresh_log) if fresh_log.exists() else "not measured"
         finally:
             if server is not None:
                 server.stop()
-    report(ours, peers, fresh_start, args, info["redis_version"], time.monotonic() - started)
+    report(ours, peers, rounds, fresh_start, args, info["redis_version"], time.monotonic() - started)
     return 0
+
+
+def drain_rounds(url: str, n_jobs: int, rounds: int, tmp: Path) -> list[tuple[PeerResult, PeerResult]]:
+    """(ours, Dramatiq prefetch 32) per round, each a fresh drain without latency probes; the order
+    alternates (ours first in even rounds), so a drift of the machine's speed falls on both."""
+    specs = {"ours": our_spec("pool", url), "dramatiq": _peer_spec("dramatiq-prefetch")}
+    pairs = []
+    for i in range(rounds):
+        order = ["ours", "dramatiq"] if i % 2 == 0 else ["dramatiq", "ours"]
+        got = {k: measure_peer(specs[k], url, n_jobs, 0, tmp / f"round{i}-{k}.log") for k in order}
+        pairs.append((got["ours"], got["dramatiq"]))
+    return pairs
+
+
+def rounds_lines(pairs: list[tuple[PeerResult, PeerResult]]) -> list[str]:
+    """Per round and median: jobs/s and Redis CPU per job of ours against Dramatiq prefetch 32."""
+    if not pairs:
+        return []
+    lines = [f"drain, {len(pairs)} interleaved rounds, ours (pool) against {pairs[0][1].system}:"]
+    for i, (ours, theirs) in enumerate(pairs):
+        lines.append(
+            f"  round {i + 1}: {ours.jobs_per_s:,.0f} against {theirs.jobs_per_s:,.0f} jobs/s "
+            f"({ours.jobs_per_s / theirs.jobs_per_s:.2f}x); Redis CPU {ours.redis_cpu_us_per_job:.0f} "
+            f"against {theirs.redis_cpu_us_per_job:.0f} µs/job"
+        )
+    ratio = statistics.median(o.jobs_per_s / t.jobs_per_s for o, t in pairs)
+    cpu = statistics.median((o.redis_cpu_us_per_job or 0) / (t.redis_cpu_us_per_job or 1) for o, t in pairs)
+    lines.append(f"  median: {ratio:.2f}x the jobs/s, {cpu:.2f}x the Redis CPU per job")
+    return lines
 
 
 def _peer_spec(key: str) -> PeerSpec:
@@ -149,6 +187,7 @@ def _peer_spec(key: str) -> PeerSpec:
 def report(
     ours: list[PeerResult],
     peers: list[PeerResult],
+    rounds: list[tuple[PeerResult, PeerResult]],
     fresh_start: str,
     args: argparse.Namespace,
     redis_version: str,
@@ -160,6 +199,8 @@ def report(
         "",
         *ratio_rows(ours[0], peers),
         "",
+        *rounds_lines(rounds),
+        "",
         *(format_profile(r) + "\n" for r in [ours[0], *peers] if r.redis_profile),
         f"fresh mode, the daemon's slot start-up (fork to ready): {fresh_start}",
         f"({args.jobs} no-op jobs per drain, {args.latency} latency probes; redis-server {redis_version}, "
@@ -170,7 +211,12 @@ def report(
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (RESULTS / "dispatch.md").write_text(f"# Dispatch benchmark, {stamp}\n\n```\n{text}\n```\n")
-    raw = {"when": stamp, "systems": [asdict(r) for r in [*ours, *peers]], "fresh_slot_start": fresh_start}
+    raw = {
+        "when": stamp,
+        "systems": [asdict(r) for r in [*ours, *peers]],
+        "drain_rounds": [[asdict(o), asdict(t)] for o, t in rounds],
+        "fresh_slot_start": fresh_start,
+    }
     (RESULTS / "dispatch.json").write_text(json.dumps(raw, indent=2))
 
 
