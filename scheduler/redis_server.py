@@ -75,6 +75,10 @@ class RedisServer:
             "no",
             "--loglevel",
             "warning",
+            # every RQ result is a stream of its own, and Redis 7 preallocates min(4096, this) bytes for
+            # a stream's first node: 4 KiB of memory per finished job for the result ttl, ~1 KiB with 512
+            "--stream-node-max-bytes",
+            "512",
             *persistence,
         ]
         log = (self.directory / "redis.log").open("ab")

@@ -76,9 +76,40 @@ local function result(id, kind, ttl, a, field)
   if ttl > 0 then redis.call('EXPIRE', stream, ttl) end
 end
 
+-- registry scores as text, formatted once per call and per distinct ttl or timeout: Lua formats a number
+-- with printf("%.14g") at every redis.call (printf and strtod: ~2-3 % of Redis samples in a perf profile)
+local texts = {}
+local function at(offset)
+  local text = texts[offset]
+  if not text then
+    text = string.format('%.17g', now + offset)
+    texts[offset] = text
+  end
+  return text
+end
+
 local function score(ttl)
   if ttl < 0 then return '+inf' end
-  return now + ttl
+  return at(ttl)
+end
+
+-- An outcome's first write to the job hash, which also checks that the hash is still the job's: every
+-- first write sets 'status', which the claim wrote. A hash replaced by another type of key while the
+-- job ran refuses the write (WRONGTYPE); one deleted (or replaced by a hash without 'status') takes
+-- every field as new, and those are removed again at once: nothing of it is left. One HSET instead of
+-- TYPE + HSET per settled job. Any other error (Redis is full) stops the call before anything is written.
+local function write_job(key, ...)
+  local added = redis.pcall('HSET', key, ...)
+  if type(added) == 'table' then
+    if string.sub(added.err, 1, 9) == 'WRONGTYPE' then return false end
+    error(added)
+  end
+  local n = select('#', ...)
+  if added * 2 < n then return true end
+  local names = {}
+  for j = 1, n, 2 do names[#names + 1] = (select(j, ...)) end
+  redis.call('HDEL', key, unpack(names))
+  return false
 end
 
 -- settle
@@ -90,79 +121,84 @@ for i = FIRST, FIRST + settled * STRIDE - 1, STRIDE do
   local ttl = tonumber(a[8])
   local key = 'rq:job:' .. id
   local entry = id .. ':' .. a[3]
+  local written = true
   -- fencing: an outcome applies only while this execution's claim is still in the started registry;
-  -- once it is gone (another daemon reclaimed the job, or Redis lost it), nothing of it is written
-  local held = redis.call('ZSCORE', K[base + 2], entry)
-  if not held then
+  -- once it is gone (another daemon reclaimed the job, or Redis lost it), nothing of it is written.
+  -- ZRANK, not ZSCORE: an integer reply, where a score is a double formatted with printf
+  if not redis.call('ZRANK', K[base + 2], entry) then
     stale[#stale + 1] = id
-    outcome = 'stale'
   else
     push(zrems, K[base + 2], entry)
     -- one damaged job must not cost the batch: a job hash deleted or replaced by another type of key
-    -- while the job ran is reported, its claim removed, and nothing written for it
-    if redis.call('TYPE', key)['ok'] ~= 'hash' then
-      damaged[#damaged + 1] = id
-      outcome = 'stale'
-    end
-  end
-  if outcome == 'stale' then -- dropped: reported to the daemon, which counts it
-  elseif outcome == 'finished' then
-    redis.call('HSET', key, 'status', 'finished', 'started_at', a[4], 'ended_at', a[5])
-    if ttl == 0 then
-      redis.call('DEL', key)
-    else
-      result(id, 1, ttl, a, 'return_value')
-      if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-      push(zadds, K[base + 3], score(ttl), id)
-    end
-    dependents[#dependents + 1] = key .. ':dependents'
-  elseif outcome == 'failed' then
-    redis.call('HSET', key, 'status', 'failed', 'started_at', a[4], 'ended_at', a[5],
-      'exc_info', a[10])
-    result(id, 2, ttl, a, 'exc_string')
-    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-    push(zadds, K[base + 4], score(ttl), id)
-    dependents[#dependents + 1] = key .. ':dependents'
-  elseif outcome == 'retry' then
-    local left, at, front = string.match(a[11], '^(%d+):([%d.]+):(%d)$')
-    if tonumber(at) > 0 then
-      redis.call('HSET', key, 'status', 'scheduled', 'retries_left', left, 'exc_info', a[10])
-      push(zadds, K[base + 5], at, id)
-    else
-      redis.call('HSET', key, 'status', 'queued', 'retries_left', left, 'exc_info', a[10])
-      if front == '1' then redis.call('LPUSH', K[base + 1], id)
-      else redis.call('RPUSH', K[base + 1], id) end
-    end
-  elseif outcome == 'preempted' then -- stopped under memory pressure: the front of its queue
-    redis.call('HSET', key, 'status', 'queued')
-    if a[11] ~= '' then redis.call('HSET', key, 'asched_checkpoint', a[11]) end
-    redis.call('HINCRBY', key, 'asched_preemptions', 1)
-    redis.call('LPUSH', K[base + 1], id)
-  elseif outcome == 'stopped' then -- stopped for memory, to run again: the front of its queue, counted
-    redis.call('HSET', key, 'status', 'queued', 'asched_reason', a[10])
-    if a[11] ~= '' then redis.call('HSET', key, 'asched_checkpoint', a[11]) end
-    redis.call('HINCRBY', key, 'asched_memory_stops', 1)
-    redis.call('LPUSH', K[base + 1], id)
-  elseif outcome == 'skipped' or outcome == 'shed' then -- not run, parked with the reason; RQ: canceled
-    redis.call('HSET', key, 'status', 'canceled', 'ended_at', a[5], 'asched_outcome', outcome,
-      'asched_reason', a[10], 'asched_level', a[11])
-    push(zadds, K[base + 6], now, id)
-    if outcome == 'shed' then
-      redis.call('PERSIST', key)
-      push(zadds, K[25], now, id)
-    else -- skipped: kept for the result ttl, then gone (hash and entry), so heartbeats cannot pile up
-      push(zadds, K[26], now, id)
-      if ttl > 0 then
-        redis.call('EXPIRE', key, ttl)
-        redis.call('ZREMRANGEBYSCORE', K[26], '-inf', now - ttl)
+    -- while the job ran is reported, its claim removed, and nothing written for it (write_job)
+    if outcome == 'finished' then
+      written = write_job(key, 'status', 'finished', 'started_at', a[4], 'ended_at', a[5])
+      if written then
+        if ttl == 0 then
+          redis.call('DEL', key)
+        else
+          result(id, 1, ttl, a, 'return_value')
+          if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+          push(zadds, K[base + 3], score(ttl), id)
+        end
+        dependents[#dependents + 1] = key .. ':dependents'
       end
+    elseif outcome == 'failed' then
+      written = write_job(key, 'status', 'failed', 'started_at', a[4], 'ended_at', a[5], 'exc_info', a[10])
+      if written then
+        result(id, 2, ttl, a, 'exc_string')
+        if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+        push(zadds, K[base + 4], score(ttl), id)
+        dependents[#dependents + 1] = key .. ':dependents'
+      end
+    elseif outcome == 'retry' then
+      local left, run_at, front = string.match(a[11], '^(%d+):([%d.]+):(%d)$')
+      if tonumber(run_at) > 0 then
+        written = write_job(key, 'status', 'scheduled', 'retries_left', left, 'exc_info', a[10])
+        if written then push(zadds, K[base + 5], run_at, id) end
+      else
+        written = write_job(key, 'status', 'queued', 'retries_left', left, 'exc_info', a[10])
+        if written and front == '1' then redis.call('LPUSH', K[base + 1], id)
+        elseif written then redis.call('RPUSH', K[base + 1], id) end
+      end
+    elseif outcome == 'preempted' then -- stopped under memory pressure: the front of its queue
+      written = write_job(key, 'status', 'queued')
+      if written then
+        if a[11] ~= '' then redis.call('HSET', key, 'asched_checkpoint', a[11]) end
+        redis.call('HINCRBY', key, 'asched_preemptions', 1)
+        redis.call('LPUSH', K[base + 1], id)
+      end
+    elseif outcome == 'stopped' then -- stopped for memory, to run again: the front of its queue, counted
+      written = write_job(key, 'status', 'queued', 'asched_reason', a[10])
+      if written then
+        if a[11] ~= '' then redis.call('HSET', key, 'asched_checkpoint', a[11]) end
+        redis.call('HINCRBY', key, 'asched_memory_stops', 1)
+        redis.call('LPUSH', K[base + 1], id)
+      end
+    elseif outcome == 'skipped' or outcome == 'shed' then -- not run, parked with the reason; RQ: canceled
+      written = write_job(key, 'status', 'canceled', 'ended_at', a[5], 'asched_outcome', outcome,
+        'asched_reason', a[10], 'asched_level', a[11])
+      if written then
+        push(zadds, K[base + 6], at(0), id)
+        if outcome == 'shed' then
+          redis.call('PERSIST', key)
+          push(zadds, K[25], at(0), id)
+        else -- skipped: kept for the result ttl, then gone (hash and entry), so heartbeats cannot pile up
+          push(zadds, K[26], at(0), id)
+          if ttl > 0 then
+            redis.call('EXPIRE', key, ttl)
+            redis.call('ZREMRANGEBYSCORE', K[26], '-inf', at(-ttl))
+          end
+        end
+      end
+    elseif outcome == 'deferred' then -- its task's circuit breaker is open: scheduled until it may run
+      written = write_job(key, 'status', 'scheduled', 'asched_reason', a[10])
+      if written then push(zadds, K[base + 5], a[11], id) end
+    else -- put_back: not run, or stopped part-way: the front of its queue
+      written = write_job(key, 'status', 'queued')
+      if written then redis.call('LPUSH', K[base + 1], id) end
     end
-  elseif outcome == 'deferred' then -- its task's circuit breaker is open: scheduled until it may run
-    redis.call('HSET', key, 'status', 'scheduled', 'asched_reason', a[10])
-    push(zadds, K[base + 5], a[11], id)
-  else -- put_back: not run, or stopped part-way: the front of its queue
-    redis.call('HSET', key, 'status', 'queued')
-    redis.call('LPUSH', K[base + 1], id)
+    if not written then damaged[#damaged + 1] = id end
   end
 end
 for key, list in pairs(zadds) do redis.call('ZADD', key, unpack(list)) end
@@ -227,7 +263,7 @@ for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
           'worker_name', worker)
         if values[2] then redis.call('PERSIST', key) end
         local timeout = tonumber(values[3]) or default_timeout
-        if timeout >= 0 then members[#members + 1] = now + timeout + slack
+        if timeout >= 0 then members[#members + 1] = at(timeout + slack)
         else members[#members + 1] = '+inf' end
         members[#members + 1] = id .. ':' .. execution
         claimed[#claimed + 1] = execution

@@ -66,3 +66,29 @@ def test_an_outcome_for_a_job_redis_lost_is_dropped_and_no_ghost_hash_is_written
     written = a.exchange([outcomes.finished(a_claim, OPTIONS, b"3", now, now)], 0, now)
     assert written.stale == [a_claim.id]
     assert client.keys("rq:job:*") == [] and client.keys("rq:results:*") == []
+
+
+def test_an_outcome_for_a_job_hash_deleted_or_replaced_while_it_ran_writes_nothing(
+    client: redis.Redis,
+) -> None:
+    # Given three claimed jobs: one's hash deleted, one's replaced by a hash of another application
+    settings = load_settings()
+    ids = [queue(client, 1).enqueue("tests.fixtures.jobs.add", 1, 2).id for _ in range(3)]
+    a = Intake(client, settings, "a")
+    a.announce()
+    claims = a.exchange([], 3, time.time()).jobs
+    deleted, replaced, fine = ids
+    client.delete(f"rq:job:{deleted}")
+    client.delete(f"rq:job:{replaced}")
+    client.hset(f"rq:job:{replaced}", "other", "app")
+    # When all three finish in one call
+    now = time.time()
+    written = a.exchange([outcomes.finished(c, OPTIONS, b"3", now, now) for c in claims], 0, now)
+    # Then the two are reported damaged, nothing of them is written (no ghost hash, the other hash as it
+    # was, no result), their claims are removed, and the third is finished
+    assert sorted(written.damaged) == sorted([deleted, replaced])
+    assert not client.exists(f"rq:job:{deleted}")
+    assert client.hgetall(f"rq:job:{replaced}") == {b"other": b"app"}
+    assert not client.exists(f"rq:results:{deleted}", f"rq:results:{replaced}")
+    assert client.zcard("rq:wip:p1") == 0
+    assert Job.fetch(fine, connection=client, serializer=JSONSerializer).get_status().value == "finished"
