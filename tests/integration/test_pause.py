@@ -7,7 +7,7 @@ import json
 import time
 
 import redis
-from adaptive_scheduler import controls
+from adaptive_scheduler import controls, pausing
 from adaptive_scheduler.model import Priority
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -98,12 +98,12 @@ def test_running_jobs_finish_and_claimed_ones_go_back_to_the_front_in_order(
 ) -> None:
     # Given one slot running a P3 job and two more P3 jobs claimed, waiting for the slot
     with running_daemon(redis_url, env={"ASCHED_SLOTS": "1"}) as daemon:
-        running = queue(client, 3).enqueue("tests.fixtures.jobs.sleep", 1.5)
+        running = queue(client, 3).enqueue("tests.fixtures.jobs.sleep", 2.0)
         wait_until(lambda: status_of(client, running) == JobStatus.STARTED)
         waiting = [queue(client, 3).enqueue("tests.fixtures.jobs.add", i, i) for i in range(2)]
         wait_until(lambda: client.zcard("rq:wip:p3") == 3)  # claimed into the local queue
-        # When P3 is paused
-        assert cli("pause", "P3", env=env(redis_url)).returncode == 0
+        # When P3 is paused (what `pause` runs, without the command's start-up: the job is still running)
+        assert pausing.pause(client, [Priority.P3], None, print)
         # Then the claimed jobs are back at the front of p3, in their order, and the running one finishes
         wait_until(lambda: queued_ids(client, "p3") == [job.id for job in waiting])
         wait_until(lambda: status_of(client, running) == JobStatus.FINISHED, timeout_s=5)
@@ -132,11 +132,11 @@ def test_a_paused_queue_with_jobs_costs_no_claims_and_no_watches(client: redis.R
 
 def test_a_pause_given_a_duration_ends_by_itself(client: redis.Redis, redis_url: str) -> None:
     with running_daemon(redis_url):
-        paused = cli("pause", "P2", "--for", "1s", env=env(redis_url))
-        assert paused.returncode == 0 and "paused P2 until" in paused.stdout
+        paused = cli("pause", "P2", "--for", "3s", env=env(redis_url))
+        assert paused.returncode == 0 and "paused P2 until" in paused.stdout, paused.stdout + paused.stderr
         job = queue(client, 2).enqueue("tests.fixtures.jobs.add", 1, 1)
         stays_queued(client, [job], 0.5)
-        wait_until(lambda: status_of(client, job) == JobStatus.FINISHED, timeout_s=5)
+        wait_until(lambda: status_of(client, job) == JobStatus.FINISHED, timeout_s=8)
 
 
 def test_pausing_p0_warns_and_bad_input_exits_2(redis_url: str) -> None:
