@@ -53,11 +53,12 @@ NUMBER = re.compile(r"\b\d+(\.\d+)?\b")  # failure reasons group once their numb
 # list of queues, RQ's worker sets (a member per live worker: a daemon's own is removed at its stop, a
 # dead one's pruned at the next daemon's start), our shed registry (shed jobs are kept for replay), our
 # set of daemon ids (pruned when a dead daemon's jobs are recovered), our skipped registry (trimmed to
-# the result TTL), the memory profiles (one entry per task, at most profile_max_tasks) and the foreign
-# list (bounded).
+# the result TTL), the memory profiles (one entry per task, at most profile_max_tasks), the foreign
+# list (bounded), the paused priorities (at most four fields) and the daemons' levels for producers (a
+# field per live daemon: removed at its stop, a dead one's pruned at the next daemon's start).
 EXPECTED_WITHOUT_TTL = re.compile(
     r"^rq:queues$|^rq:(queue|wip|finished|failed|scheduled|canceled|deferred):[^:]+$|^rq:workers(:[^:]+)?$"
-    r"|^asched:(shed|daemons|skipped|profiles|foreign)$"
+    r"|^asched:(shed|daemons|skipped|profiles|foreign|paused|levels)$"
 )
 WAITING = {"queued", "scheduled", "deferred"}
 UNENDED = WAITING | {"started"}  # an RQ job hash has no TTL until the job ends

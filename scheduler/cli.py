@@ -1,4 +1,5 @@
-"""Command line: `run` the daemon; `enqueue`, `job`, `status`, `shed`, `tasks` talk to it through Redis.
+"""Command line: `run` the daemon; `enqueue`, `job`, `status`, `pause`, `resume`, `shed`, `tasks` talk to
+it through Redis.
 
 Exit codes: 0 ok, 1 runtime failure (and: the job failed, no daemon is alive), 2 bad input or settings,
 69 Redis cannot be reached, 124 `job --wait` timed out (see scheduler/exits.py).
@@ -34,11 +35,13 @@ Settings: ASCHED_* variables, then .env, then --config FILE (given before or
 after the command, or ASCHED_CONFIG), then the defaults."""
 EXIT_CODES = """exit codes:
   0    done (job: finished, or not ended yet)
-  1    a runtime failure; job: failed, shed, skipped or canceled; status: no daemon is alive
+  1    a runtime failure; job: failed, shed, skipped or canceled; status: no daemon is alive;
+       pause/resume: a live daemon did not show the change within 3 s (the flag is set all the same)
   2    bad arguments or settings
   69   Redis cannot be reached
   70   run: a bug escaped the daemon loop
   124  job --wait: the job had not ended in time"""
+PRIORITIES_HELP = "P0..P3 (also p2 or 2); several allowed"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = _Commands(parser.add_subparsers(required=True, metavar="COMMAND", title="commands"))
     _add_run_and_enqueue(commands)
     _add_job_and_status(commands)
+    _add_pause_and_resume(commands)
     _add_shed_and_tasks(commands)
     return parser
 
@@ -158,6 +162,25 @@ def _add_job_and_status(commands: _Commands) -> None:
     status.set_defaults(handler=_status)
 
 
+def _add_pause_and_resume(commands: _Commands) -> None:
+    pause = commands.add("pause", "stop every daemon claiming jobs of priorities (queued jobs stay in Redis)")
+    pause.add_argument("priorities", nargs="*", metavar="PRIORITY", help=PRIORITIES_HELP)
+    pause.add_argument("--all", action="store_true", help="pause all four priorities")
+    pause.add_argument(
+        "--for", dest="for_s", type=_duration, metavar="DURATION", help="resume by itself after 90s, 10m, 2h"
+    )
+    pause.epilog = (
+        "Every live daemon stops claiming from the paused queues within a tick; jobs already running "
+        "finish, claimed jobs still waiting for a slot go back to the front of their queue. Waits until "
+        "every live daemon shows the pause (exit 1 if one has not within 3 s). Pausing P0 warns."
+    )
+    pause.set_defaults(handler=_pause)
+    resume = commands.add("resume", "let every daemon claim jobs of paused priorities again")
+    resume.add_argument("priorities", nargs="*", metavar="PRIORITY", help=PRIORITIES_HELP)
+    resume.add_argument("--all", action="store_true", help="resume every paused priority")
+    resume.set_defaults(handler=_resume)
+
+
 def _add_shed_and_tasks(commands: _Commands) -> None:
     shed = commands.add("shed", "jobs shed under memory pressure: list, replay")
     actions = shed.add_subparsers(required=True, metavar="ACTION", title="actions")
@@ -183,6 +206,15 @@ def _seconds(text: str) -> float:
     if not (0 < value < math.inf):
         raise argparse.ArgumentTypeError(f"needs a positive number of seconds, got {text!r}")
     return value
+
+
+def _duration(text: str) -> float:
+    from adaptive_scheduler.pausing import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
@@ -250,6 +282,33 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     print("adaptive-scheduler: no daemon is alive", file=sys.stderr)  # scripts: `status || alert`
     return EXIT_FAILURE
+
+
+def _pause(settings: Settings, args: argparse.Namespace) -> int:
+    from adaptive_scheduler import pausing
+    from adaptive_scheduler.model import Priority
+
+    priorities = pausing.parse_priorities(args.priorities, args.all)
+    if Priority.P0 in priorities:
+        print(pausing.P0_WARNING, file=sys.stderr)
+    client = _client(settings)
+    try:
+        applied = pausing.pause(client, priorities, args.for_s, print)
+    finally:
+        client.close()
+    return EXIT_OK if applied else EXIT_FAILURE
+
+
+def _resume(settings: Settings, args: argparse.Namespace) -> int:
+    from adaptive_scheduler import pausing
+
+    priorities = pausing.parse_priorities(args.priorities, args.all)
+    client = _client(settings)
+    try:
+        applied = pausing.resume(client, priorities, print)
+    finally:
+        client.close()
+    return EXIT_OK if applied else EXIT_FAILURE
 
 
 def _job(settings: Settings, args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ class Chores:
     recovered: list[str]  # ids of dead daemons' jobs put back into their queues
     promoted: int  # scheduled jobs moved into their queues
     lease: int = 1  # renew.lua's answer: 1 renewed, 2 taken again after a lapse, 0 lost
+    pauses: dict[bytes, bytes] = field(default_factory=dict)  # asched:paused, as read (`controls`)
 
 
 class Intake:
@@ -126,13 +127,14 @@ class Intake:
     def rejoin(self, daemon_id: str) -> None:
         """Come back under a new id (this one's lease was lost): new lease, new execution ids, and a new
         RQ worker in place of the old one (in one round trip: `rq info` never shows both)."""
-        retired = self.worker
+        retired, retired_id = self.worker, self.daemon_id
         self.daemon_id = daemon_id
         self.worker_name = f"adaptive-scheduler:{daemon_id}"
         self.worker = self._registration()
         self.lease_token = uuid.uuid4().hex
         with self.client.pipeline(transaction=False) as pipe:
             retired.unregister(pipe)
+            pipe.hdel(keys.LEVELS, retired_id)
             self._announce(pipe, rq_worker.IDLE)  # the daemon stopped every job before it rejoins
             pipe.execute()
 
@@ -153,9 +155,9 @@ class Intake:
         return int(self._renew(keys=lease_keys, args=args))
 
     def housekeeping(self, now: float, also: Callable[[redis.Redis], None]) -> Chores:
-        """Renew the lease, read the queue depths, put back dead daemons' claims, move due scheduled
-        jobs and whatever `also` adds to the pipeline, in one round trip: the daemon's loop waits for
-        it, and so would a P0 job arriving meanwhile."""
+        """Renew the lease, read the queue depths and the pauses, put back dead daemons' claims, move
+        due scheduled jobs and whatever `also` adds to the pipeline, in one round trip: the daemon's loop
+        waits for it, and so would a P0 job arriving meanwhile."""
         lease_keys, renew_args = self._renew_args()
         reclaim_args = self._dead_args()
         with self.client.pipeline(transaction=False) as pipe:
@@ -165,19 +167,21 @@ class Intake:
             pipe.evalsha(self._promote.sha, len(self._promote_keys), *self._promote_keys, now, PROMOTE_BATCH)
             for key in self.queue_keys:
                 pipe.llen(key)
+            pipe.hgetall(keys.PAUSED)
             also(pipe)
             replies = pipe.execute(raise_on_error=False)
         n = len(self.queue_keys)
         (lease, _, recovered, promoted), depth_replies = replies[:4], replies[4 : 4 + n]
-        for reply in (*replies[:4], *replies[4 + n :]):  # a depth's error means "not a list": -1
+        pauses = replies[4 + n] if isinstance(replies[4 + n], dict) else {}  # not a hash: nothing paused
+        for reply in (*replies[:4], *replies[5 + n :]):  # a depth's error means "not a list": -1
             if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
                 raise reply
         if any(isinstance(reply, NoScriptError) for reply in (lease, recovered, promoted)):
             # Redis lost its scripts (a restart, SCRIPT FLUSH): the plain calls load them again
             lease, recovered_ids, moved = self.renew(), self.recover(), self.promote_scheduled(now)
-            return Chores(self.depths(), recovered_ids, moved, lease)  # depths after the moves
+            return Chores(self.depths(), recovered_ids, moved, lease, pauses)  # depths after the moves
         found = [raw.decode() for raw in recovered]
-        return Chores(_depths(depth_replies), found, int(promoted), int(lease))
+        return Chores(_depths(depth_replies), found, int(promoted), int(lease), pauses)
 
     def _dead_args(self) -> list[str | int]:
         """reclaim.lua's arguments in "dead" mode; after this daemon's own outage, an uptime no Redis
@@ -191,6 +195,7 @@ class Intake:
         settled)."""
         with self.client.pipeline(transaction=False) as pipe:
             pipe.delete(self._lease_key, keys.daemon_status(self.daemon_id))
+            pipe.hdel(keys.LEVELS, self.daemon_id)
             self.worker.unregister(pipe)
             pipe.execute()
         self._exchange.close()
@@ -199,15 +204,30 @@ class Intake:
         """Disconnect the exchange's connection (abandoning its call in flight); the next call reconnects."""
         self._exchange.close()
 
-    def exchange(self, settlements: list[Settlement], claim: int, now: float, queues: int = 4) -> Claim:
+    def exchange(
+        self,
+        settlements: list[Settlement],
+        claim: int,
+        now: float,
+        queues: int = 4,
+        paused: frozenset[int] = frozenset(),
+    ) -> Claim:
         """Write `settlements`, then claim up to `claim` jobs, P0 first, in one atomic call."""
-        self.send_exchange(settlements, claim, now, queues)
+        self.send_exchange(settlements, claim, now, queues, paused)
         return self.receive_exchange()
 
-    def send_exchange(self, settlements: list[Settlement], claim: int, now: float, queues: int = 4) -> int:
+    def send_exchange(
+        self,
+        settlements: list[Settlement],
+        claim: int,
+        now: float,
+        queues: int = 4,
+        paused: frozenset[int] = frozenset(),
+    ) -> int:
         """Start an exchange; returns the descriptor to poll for its reply (`receive_exchange`).
 
-        `queues` bounds the claim to the first (most urgent) queues: 4 all, 1 P0 only.
+        `queues` bounds the claim to the first (most urgent) queues: 4 all, 1 P0 only; of those, the
+        `paused` ones (priority indexes) are not claimed from.
         """
         first, self._next_execution = self._next_execution, self._next_execution + claim
         prefix = f"{self.daemon_id}."
@@ -223,7 +243,8 @@ class Intake:
         args.append(len(settlements))
         for item in settlements:
             args.extend(_settle_args(item, self.settings.default_result_ttl_s))
-        args.extend((queues, self._lease_key, self.lease_token))
+        served = "".join(str(i) for i in range(queues) if i not in paused)  # exchange.lua: "0123" all
+        args.extend((served, self._lease_key, self.lease_token))
         return self._exchange.send(args)
 
     def receive_exchange(self) -> Claim:

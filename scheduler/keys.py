@@ -79,3 +79,6 @@ FOREIGN = f"{OURS}foreign"  # list: queue entries that named no RQ job (bad id, 
 FOREIGN_KEPT = 10_000  # ... the most recent ones kept
 DAEMONS = f"{OURS}daemons"  # set of daemon ids that have claimed work (recovery scans it)
 PROFILES = f"{OURS}profiles"  # hash: task (function path) -> its memory profile (versioned JSON)
+PAUSED = f"{OURS}paused"  # hash: priority name (P0..P3) -> its pause (versioned JSON); `pause`, `resume`
+LEVELS = f"{OURS}levels"  # hash: daemon id -> its memory level, until when (versioned JSON); for producers
+CONTROL = f"{OURS}control"  # pub/sub channel: "the pauses changed", so daemons re-read them at once

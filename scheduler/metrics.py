@@ -41,6 +41,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "memory.psi.full_avg10": ("gauge", "kernel memory PSI: % of the last 10 s all tasks stalled on memory"),
     "queue.local.{p}": ("gauge", "jobs held in the daemon's local queue"),
     "queue.redis.{p}": ("gauge", "jobs waiting in Redis"),
+    "paused.{p}": ("gauge", "1 while the priority is paused (`pause`): this daemon claims none of it"),
     "slots.busy": ("gauge", "slots running a job"),
     "slots.total": ("gauge", "slots"),
     "breakers.open": ("gauge", "tasks whose circuit breaker is open or half-open"),

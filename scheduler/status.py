@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis
-from adaptive_scheduler import keys, task_profiles, tasks
+from adaptive_scheduler import controls, keys, task_profiles, tasks
 from adaptive_scheduler.errors import SchedulerError
 from adaptive_scheduler.governor.profiles import Rule
 from adaptive_scheduler.metrics import metric_segment
@@ -63,6 +63,7 @@ class DaemonStatus:
     memory: MemoryStatus | None = None
     at: float = 0.0
     breakers: dict[str, str] = field(default_factory=dict)  # task -> open | half_open
+    paused: list[str] = field(default_factory=list)  # priorities it claims nothing from (`pause`)
 
     @classmethod
     def of(cls, daemon: Daemon) -> DaemonStatus:
@@ -110,6 +111,7 @@ class DaemonStatus:
             memory,
             time.time(),
             daemon.breakers.not_closed(),
+            [priority.name for priority in sorted(daemon.paused)],
         )
 
 
@@ -119,8 +121,9 @@ def status_line(daemon: Daemon, depths: list[int]) -> str:
     pressure = f" {sample.percent:.1f} % of {sample.budget / 2**20:.0f} MiB" if sample else ""
     queued = " ".join(f"P{i} {n}" for i, n in enumerate(depths))
     busy = sum(1 for slot in daemon.pool.slots if slot.busy)
+    paused = f"; paused {' '.join(p.name for p in sorted(daemon.paused))}" if daemon.paused else ""
     return (
-        f"{daemon.governor.level.name}{pressure}; queued {queued}; local {len(daemon.local)}; "
+        f"{daemon.governor.level.name}{pressure}; queued {queued}{paused}; local {len(daemon.local)}; "
         f"slots {busy}/{len(daemon.pool.slots)} busy; finished {daemon.counts['finished']}, "
         f"failed {daemon.counts['failed']}"
     )
@@ -138,6 +141,7 @@ def gauges(daemon: Daemon, depths: list[int]) -> dict[str, float]:
     for priority, depth in zip(Priority, depths, strict=True):
         values[f"queue.local.{priority.name.lower()}"] = local.get(priority, 0)
         values[f"queue.redis.{priority.name.lower()}"] = depth
+        values[f"paused.{priority.name.lower()}"] = int(priority in daemon.paused)
     sample = daemon.governor.sample
     if sample is not None:
         values |= {
@@ -190,6 +194,7 @@ class Overview:
     daemons: list[dict[str, Any]] = field(default_factory=list)
     task_profiles: list[TaskRow] = field(default_factory=list)  # largest predicted peak first
     task_profiles_error: str | None = None  # why the profiles could not be read at all
+    paused: dict[str, dict[str, Any]] = field(default_factory=dict)  # priority -> since, until, by
 
 
 def gather(client: redis.Redis, queue_names: tuple[str, ...], rule: Rule) -> Overview:
@@ -229,7 +234,10 @@ def gather(client: redis.Redis, queue_names: tuple[str, ...], rule: Rule) -> Ove
         profiles, error = task_profiles.gather(client, rule, time.time()), None
     except SchedulerError as exc:
         profiles, error = [], str(exc)
-    return Overview(queues, totals, daemons, profiles, error)
+    now = time.time()
+    pauses = controls.read_pauses(client)
+    paused = {p.name: pause.as_dict() for p, pause in sorted(pauses.items()) if pause.active(now)}
+    return Overview(queues, totals, daemons, profiles, error, paused)
 
 
 def _daemons(client: redis.Redis) -> list[dict[str, Any]]:

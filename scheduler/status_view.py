@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -37,6 +38,7 @@ def render(overview: dict[str, Any], now: float) -> str:
             f"{row['finished']:>9} {row['failed']:>7} {row['scheduled']:>10}"
         )
     lines.append(STARTED_LEGEND)
+    lines += _paused(overview)
     totals = overview["totals"]
     lines.append("")
     lines.append(
@@ -68,6 +70,25 @@ def render(overview: dict[str, Any], now: float) -> str:
             lines.append(f"    circuit breaker {circuit}: {task}")
     lines += _profiles(overview, now)
     return "\n".join(lines)
+
+
+def _paused(overview: dict[str, Any]) -> list[str]:
+    """One line per paused priority: since when, by whom, until when, and which daemons honour it yet."""
+    lines = []
+    daemons = overview["daemons"]
+    for priority, pause in overview.get("paused", {}).items():
+        until = f", until {_clock(pause['until'])}" if pause["until"] is not None else ", until resumed"
+        behind = [d["id"] for d in daemons if priority not in d.get("paused", [])]
+        honour = f"{len(daemons) - len(behind)} of {len(daemons)} live daemons claim none"
+        lagging = f" (not yet: {', '.join(behind)})" if behind else ""
+        lines.append(
+            f"paused: {priority} since {_clock(pause['since'])} by {pause['by']}{until}; {honour}{lagging}"
+        )
+    return lines
+
+
+def _clock(unix_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix_s))
 
 
 def _activity(daemon: dict[str, Any]) -> str:

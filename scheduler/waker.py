@@ -68,3 +68,51 @@ class Waker:
     def close(self) -> None:
         for conn in self._conns:
             conn.disconnect()
+
+
+class ControlWatch:
+    """A subscription to `asched:control` (`adaptive_scheduler.controls`) polled by the daemon: an
+    operator's pause or resume wakes it within a millisecond instead of at its next housekeeping.
+
+    The subscription is only the fast path: the daemon re-reads the pauses at every housekeeping round
+    anyway, so a message lost with a dropped connection costs at most that long.
+    """
+
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self._channel = channel
+        self._conn: AbstractConnection = client.connection_pool.make_connection()
+        self.subscribed = False
+
+    def subscribe(self) -> int | None:
+        """Subscribe (the confirmation is read with the first message); returns the descriptor to poll,
+        or None if Redis refused or is away (try again later)."""
+        try:
+            ensure_connected(self._conn)
+            self._conn.send_command("SUBSCRIBE", self._channel)
+        except redis.RedisError as exc:
+            logger.warning("cannot subscribe to {}: {}", self._channel, exc)
+            self._conn.disconnect()
+            return None
+        self.subscribed = True
+        return self._conn._sock.fileno()  # type: ignore[union-attr]  # redis-py keeps the socket private
+
+    def drain(self) -> bool:
+        """Read what arrived (the socket is readable); True if it held a message. On a dropped connection
+        `subscribed` turns False: remove the descriptor from the poll set, then `close()`."""
+        got = False
+        try:
+            while True:
+                # push_request: under RESP3 (redis-py's default now) pub/sub replies are pushes, which a
+                # plain read hands to a callback before blocking for a reply that never comes
+                reply = self._conn.read_response(push_request=True)
+                got = got or (isinstance(reply, list) and reply[:1] == [b"message"])
+                if not self._conn.can_read(timeout=0):
+                    return got
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("lost the subscription to {}: {}", self._channel, exc)
+            self.subscribed = False
+            return True  # something may have changed meanwhile: read the pauses again
+
+    def close(self) -> None:
+        self.subscribed = False
+        self._conn.disconnect()

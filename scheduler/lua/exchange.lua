@@ -24,8 +24,9 @@
 --   checkpoint to resume from ("" for none), the same for stopped (whose exc_info is the plain reason);
 --   for skipped and shed the pressure level; for deferred
 --   the unix time to run at;
---   then how many queues the claim may take from (4: all; 1: P0 only, under memory pressure), this
---   daemon's lease key and the token it holds there.
+--   then the queues the claim may take from, most urgent first, as one digit per queue index ("0123":
+--   all; "0": P0 only, under memory pressure; "013": P2 paused by the operator), this daemon's lease
+--   key and the token it holds there.
 -- The job-hash fields returned for each claimed job are written into this source when it is loaded
 -- (the `fields` table below; see adaptive_scheduler.payload.FIELDS), so they are not sent with every call.
 -- Every outcome is fenced: it is written only if its execution's started-registry entry is still
@@ -230,7 +231,9 @@ local default_timeout, slack = tonumber(ARGV[7]), tonumber(ARGV[8])
 local fields = {__FIELDS__}
 local claimed = {}
 local emptied = {'0', '0', '0', '0'}
-for qi = 0, tonumber(ARGV[10 + settled * STRIDE]) - 1 do
+local served = ARGV[10 + settled * STRIDE]
+for s = 1, #served do
+  local qi = string.byte(served, s) - 48
   if n <= 0 then break end
   local ids = redis.pcall('LPOP', K[PER * qi + 1], n)
   if type(ids) == 'table' and ids.err then -- the queue key is not a list: say so, serve the others
