@@ -342,12 +342,30 @@ def plot(results: list[SystemResult], path: Path) -> None:
         ax.set_title(f"enqueue->start {title}, open loop")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("ms (from the scheduled send time)")
-    axes[1].axhline(5, color="grey", linewidth=0.8, linestyle=":")
-    axes[1].axhline(10, color="grey", linewidth=0.8, linestyle=":")
+    axes[1].axhline(5, color="grey", linewidth=0.8, linestyle=":", label="goal P0 p99: 5 ms to 75 %")
+    axes[1].axhline(10, color="black", linewidth=0.8, linestyle=":", label="goal P0 p99: 10 ms at 90 %")
     axes[1].legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def from_json(path: Path) -> list[SystemResult]:
+    """The results a run wrote to load.json, to draw the plot again (``--replot``)."""
+    systems = json.loads(path.read_text())["systems"]
+    return [
+        SystemResult(
+            sys_["system"],
+            sys_["capacity_per_s"],
+            [
+                LevelResult(
+                    **{**lv, "by_priority": {k: Percentiles(**v) for k, v in lv["by_priority"].items()}}
+                )
+                for lv in sys_["levels"]
+            ],
+        )
+        for sys_ in systems
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--producers", type=int, default=4, help="producer processes (default 4)")
     parser.add_argument("--capacity-jobs", type=int, default=5000, help="jobs drained to measure capacity")
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--replot", action="store_true", help="only redraw load.png from load.json")
     args = parser.parse_args(argv)
+    if args.replot:
+        plot(from_json(RESULTS / "load.json"), RESULTS / "load.png")
+        return 0
     started, stamp = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="asched-load-") as tmp:
         server = RedisServer(Path(tmp, "redis"), persistent=False).start()

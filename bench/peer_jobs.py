@@ -94,7 +94,7 @@ def kombu_url(redis_url: str) -> str:
 
 
 def make_celery_app(redis_url: str) -> Celery:
-    """Build a Celery app on ``redis_url`` with the three jobs as tasks; results are never stored."""
+    """Build a Celery app on ``redis_url`` with the jobs as tasks; results are never stored."""
     from celery import Celery
 
     app = Celery("peerbench", broker=kombu_url(redis_url), set_as_current=False)
@@ -109,7 +109,7 @@ def make_celery_app(redis_url: str) -> Celery:
 
 
 def make_dramatiq_broker(redis_url: str) -> RedisBroker:
-    """Build a Dramatiq Redis broker on ``redis_url`` (default middleware) with the three jobs as actors."""
+    """Build a Dramatiq Redis broker on ``redis_url`` (default middleware) with the jobs as actors."""
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
