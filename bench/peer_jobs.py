@@ -29,6 +29,11 @@ SENTINEL_KEY = "peerbench:sentinel"
 NOOP = "peer_noop"
 PROBE = "peer_probe"
 SENTINEL = "peer_sentinel"
+BURN = "peer_burn"
+BURN_PATH = "bench.peer_jobs.burn"  # dotted paths, as an RQ producer names them
+NOOP_PATH = "bench.peer_jobs.noop"
+STAMP_URL_ENV = "PEER_BENCH_STAMP_URL"
+STAMPS_KEY = "peerbench:stamps"
 
 
 def noop() -> None:
@@ -44,6 +49,24 @@ def probe(enqueued_at: float) -> None:
     _client().rpush(LATENCY_KEY, f"{enqueued_at!r} {started_at!r}")
 
 
+def burn(seconds: float, sent_at: float, priority: int, tag: str, called_at: float = 0.0) -> None:
+    """Read the clock, burn ``seconds`` of CPU, then push
+    ``"<priority> <sent_at> <started_at> <tag> <called_at>"``.
+
+    The load benchmarks' job (``bench.load``, ``bench.burst``): ``sent_at`` is the producer's scheduled
+    send time, so start minus ``sent_at`` is the open-loop latency; ``called_at`` is when the producer
+    actually built the send (later, if it fell behind), which tells the producer's delay apart from
+    the job system's. CPU time, not wall time, is burnt, so a job costs the same on a busy machine.
+    The stamp goes to the Redis in ``PEER_BENCH_STAMP_URL`` (a server of its own), so it adds nothing
+    to the job Redis's load or its command counts.
+    """
+    started_at = time.time()
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        pass
+    _stamp_client().rpush(STAMPS_KEY, f"{priority} {sent_at!r} {started_at!r} {tag} {called_at!r}")
+
+
 def sentinel() -> None:
     """Set ``SENTINEL_KEY``: enqueued last, it tells the harness a FIFO queue has been worked off."""
     _client().set(SENTINEL_KEY, "1")
@@ -53,6 +76,12 @@ def sentinel() -> None:
 def _client() -> redis.Redis:
     """One client per process, created on first use (after fork, never inherited)."""
     return redis.Redis.from_url(os.environ[REDIS_URL_ENV])
+
+
+@lru_cache(maxsize=1)
+def _stamp_client() -> redis.Redis:
+    """The stamp Redis (``PEER_BENCH_STAMP_URL``, else the job Redis), one client per process."""
+    return redis.Redis.from_url(os.environ.get(STAMP_URL_ENV) or os.environ[REDIS_URL_ENV])
 
 
 def kombu_url(redis_url: str) -> str:
@@ -65,7 +94,7 @@ def kombu_url(redis_url: str) -> str:
 
 
 def make_celery_app(redis_url: str) -> Celery:
-    """Build a Celery app on ``redis_url`` with the three jobs as tasks; results are never stored."""
+    """Build a Celery app on ``redis_url`` with the jobs as tasks; results are never stored."""
     from celery import Celery
 
     app = Celery("peerbench", broker=kombu_url(redis_url), set_as_current=False)
@@ -74,13 +103,13 @@ def make_celery_app(redis_url: str) -> Celery:
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
     )
-    for name, func in ((NOOP, noop), (PROBE, probe), (SENTINEL, sentinel)):
+    for name, func in ((NOOP, noop), (PROBE, probe), (SENTINEL, sentinel), (BURN, burn)):
         app.task(func, name=name, ignore_result=True)
     return app
 
 
 def make_dramatiq_broker(redis_url: str) -> RedisBroker:
-    """Build a Dramatiq Redis broker on ``redis_url`` (default middleware) with the three jobs as actors."""
+    """Build a Dramatiq Redis broker on ``redis_url`` (default middleware) with the jobs as actors."""
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
@@ -88,6 +117,7 @@ def make_dramatiq_broker(redis_url: str) -> RedisBroker:
     dramatiq.actor(actor_name=NOOP, queue_name=QUEUE, broker=broker)(noop)
     dramatiq.actor(actor_name=PROBE, queue_name=QUEUE, broker=broker)(probe)
     dramatiq.actor(actor_name=SENTINEL, queue_name=QUEUE, broker=broker)(sentinel)
+    dramatiq.actor(actor_name=BURN, queue_name=QUEUE, broker=broker)(burn)
     return broker
 
 
