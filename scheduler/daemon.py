@@ -40,6 +40,7 @@ from adaptive_scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Prio
 from adaptive_scheduler.notify import Notifier
 from adaptive_scheduler.payload import decode_call, decode_options, past_deadline
 from adaptive_scheduler.periodic import Periodic, marked_heartbeat
+from adaptive_scheduler.prefetch import Prefetch
 from adaptive_scheduler.pulse import Pulse
 from adaptive_scheduler.queue import Entry, LocalQueue
 from adaptive_scheduler.redis_url import connect
@@ -95,6 +96,7 @@ class Daemon:
         self.client = connect(redis_url, socket_timeout=5, health_check_interval=30)
         self.intake = Intake(self.client, settings, self.id)
         self.local = LocalQueue(settings.local_queue_depth)
+        self.prefetch = Prefetch(settings.local_queue_depth, settings.local_queue_max_depth, settings.slots)
         self.defaults = JobOptions(
             settings.default_job_timeout_s, settings.default_result_ttl_s, settings.default_failure_ttl_s
         )
@@ -375,6 +377,7 @@ class Daemon:
         """How many jobs a claim may take now: local room plus one per free slot."""
         if self.stop_requested:
             return 0
+        self.local.depth = self.prefetch.depth(calm=self.governor.level is Level.NORMAL)
         return self.local.room + len(self.pool.free())
 
     def _send_exchange(self, now: float) -> None:
@@ -451,8 +454,9 @@ class Daemon:
 
     def _exchange_due(self, now_mono: float) -> bool:
         """Whether to call Redis now: a full or aged batch to settle, room to fill, an urgent arrival."""
+        batch = max(REFILL_AT, self.local.depth // 2)  # short jobs: a deeper queue, bigger batches
         if self._pending and (
-            len(self._pending) >= 2 * len(self.pool.slots)
+            len(self._pending) >= max(2 * len(self.pool.slots), batch)
             or now_mono - self._pending[0].noted_mono >= FLUSH_S
         ):
             return True
@@ -463,7 +467,7 @@ class Daemon:
         if len((self._empty - self._arrived) | self._unserved()) == len(self.intake.queue_keys):
             return False  # every queue was empty at the last claim and got no job since, or is not served
         hungry = not len(self.local) and bool(self.pool.free())
-        return hungry or self.local.room >= REFILL_AT
+        return hungry or self.local.room >= batch
 
     def _unserved(self) -> frozenset[int]:
         """Queues a claim may not take from now: paused, or beyond what the memory level admits. A claim
@@ -569,6 +573,8 @@ class Daemon:
         metric and the slots' working time (shown to RQ) learn of it."""
         now = time.time()
         self.working_s += seconds
+        if end in (End.FINISHED, End.FAILED):
+            self.prefetch.observe(seconds)
         if end is End.FAILED or (end is End.FINISHED and self.breakers.watching(running.call.func_path)):
             self.breakers.ended(running.call.func_path, end is End.FINISHED, now)
         self.enforcer.ended(running, end, now)

@@ -113,7 +113,18 @@ class Settings(RedisUrlText, BaseSettings):
         description="pool: long-lived slot processes; fresh: a new process per job (full isolation).",
     )
     local_queue_depth: int = Field(
-        default=5, ge=1, le=1000, description="Jobs claimed from Redis and held locally, waiting for a slot."
+        default=5,
+        ge=1,
+        le=1000,
+        description="Jobs claimed from Redis and held locally, waiting for a slot, when jobs take 10 ms or "
+        "more (two slots) or memory is pressed; shorter jobs: more, up to local_queue_max_depth.",
+    )
+    local_queue_max_depth: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="The most jobs held locally for very short jobs: the daemon holds about 20 ms of "
+        "work per slot (by the jobs' mean run time), so each Redis call carries more jobs.",
     )
     serializer: Literal["json", "pickle"] = Field(
         default="json",
