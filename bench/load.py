@@ -27,7 +27,7 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -122,6 +122,7 @@ class LevelResult:
     by_priority: dict[str, Percentiles]
     cpu_wait_us: dict[str, float | None]  # mean run-queue wait per timeslice: consumers, redis, producers
     loadavg_1m: float  # the machine's, at the end of the level (others' work included)
+    ran_twice: int = 0  # jobs of this level stamped more than once
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,11 @@ def run_level(
     sent = sum(s.jobs for s in stats)
     wait_for_stamps(stamp_r, sent, timeout_s=30.0)
     time.sleep(QUIET_S)
-    stamps = read_stamps(stamp_r)
+    # this level's jobs only (a late stamp of an earlier phase is not counted), each once
+    ours = [stamp for stamp in read_stamps(stamp_r) if stamp.tag.startswith(f"{load_pct}p")]
+    stamps = list({stamp.tag: stamp for stamp in ours}.values())
     result = summarise(system, load_pct, rate, args.seconds, stats, stamps, waits)
+    result = replace(result, ran_twice=len(ours) - len(stamps))
     print(row_text(result, capacity), flush=True)
     return result
 
@@ -238,7 +242,7 @@ HEAD = (
     "load",
     "offered/s",
     "started/s",
-    "lost",
+    "lost/twice",
     "prod lag p99",
     "CPU wait c/r/p us",
     "load avg",
@@ -261,7 +265,7 @@ def table_rows(result: LevelResult) -> list[tuple[str, ...]]:
                 f"{result.load_pct} %",
                 f"{result.offered_per_s:,.0f}",
                 f"{result.started_per_s:,.0f}",
-                f"{result.sent - result.stamped}",
+                f"{result.sent - result.stamped}/{result.ran_twice}",
                 f"{result.producer_lag_p99_ms:.1f} ms",
                 "/".join(fmt0(result.cpu_wait_us.get(k)) for k in ("consumers", "redis", "producers")),
                 f"{result.loadavg_1m:.1f}",
@@ -414,9 +418,10 @@ def report(
         f"capacity (drain of {args.capacity_jobs} jobs of 1 ms CPU, measured first, same run): {capacities}",
         f"({args.seconds:g} s per level, {args.producers} producers, Poisson arrivals, 10 % P0, "
         f"seed {args.seed}; "
-        "latency from the scheduled send time, 'p99 from call' from the actual send; 'lost' = sent minus "
-        "stamped; 'prod lag' = how late the producers' sends were; 'CPU wait c/r/p' = mean wait for a "
-        "core per timeslice (run queue, /proc/<pid>/schedstat) of the consumer processes, the job Redis "
+        "latency from the scheduled send time, 'p99 from call' from the actual send; 'lost/twice' = sent "
+        "minus stamped / jobs stamped twice; 'prod lag' = how late the producers' sends were; "
+        "'CPU wait c/r/p' = mean wait for a core per timeslice (run queue, /proc/<pid>/schedstat) of "
+        "the consumer processes, the job Redis "
         f"and the producers; 'load avg' = the machine's 1-min load average; redis-server {redis_version}, "
         f"rq {version('rq')}, Python {sys.version.split()[0]}; started {stamp}, {took_s:.0f} s in all)",
     ]
