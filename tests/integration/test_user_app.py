@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import redis
@@ -100,6 +101,19 @@ print(json.dumps({k: [job.get_status().value, job.return_value()] for k, job in 
 """
 
 
+def command(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed command, run from the app directory with its config file, as an operator would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASCHED_")}
+    return subprocess.run(
+        [COMMAND, *args, "--config", "scheduler.toml"],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def make_app(root: Path) -> Path:
     for name, text in APP.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -177,10 +191,16 @@ def test_a_new_users_walkthrough_from_an_app_directory_with_a_config_file(
         (worker,) = workers("rq3", redis_url)
         assert worker[1:4] == [["p0", "p1", "p2", "p3"], "busy", ids["nap"]]
 
-        # --- pause and resume P3 from the CLI (issue 13, item 6) ---------------------------------------
-        # Built on another branch. Once it is merged, here: `adaptive-scheduler --config scheduler.toml
-        # pause P3`, enqueue a P3 job and see it wait (and `status` say P3 is paused), then `resume P3`
-        # and see it finish.
+        # When the operator pauses P3 from the app directory: a P3 job enqueued then waits in its queue
+        # (the running P3 nap goes on), and `status` says so; resumed, it runs
+        assert command(app, "pause", "P3").returncode == 0
+        held = queue(client, 3).enqueue("myapp.jobs.add", 1, 1)
+        shown = json.loads(command(app, "status", "--json").stdout)
+        assert "P3" in shown["paused"], shown
+        time.sleep(1.0)
+        assert held.get_status(refresh=True) == "queued"
+        assert command(app, "resume", "P3").returncode == 0
+        wait_until(lambda: held.get_status(refresh=True) == "finished", timeout_s=10)
 
         # And every job ends as the producer's own RQ reads it back, get_current_job() included
         gate.unlink()
@@ -194,7 +214,7 @@ def test_a_new_users_walkthrough_from_an_app_directory_with_a_config_file(
             "whoami": ["finished", [ids["whoami"], {"tenant": "a"}]],
         }, daemon.output()
         # and `rq info` counts them as the worker's, idle again
-        idle = "idle p0, p1, p2, p3. jobs: 4 finished, 0 failed"
+        idle = "idle p0, p1, p2, p3. jobs: 5 finished, 0 failed"
         wait_until(lambda: idle in rq_info("rq3", redis_url), timeout_s=10, interval_s=0.2)
         # No built-in helper is runnable by a producer: tests/integration/test_allowlist.py enqueues every
         # former one (and the test and demo helpers) from plain RQ against a daemon with default settings.
