@@ -377,7 +377,8 @@ class Daemon:
         """How many jobs a claim may take now: local room plus one per free slot."""
         if self.stop_requested:
             return 0
-        self.local.depth = self.prefetch.depth(calm=self.governor.level is Level.NORMAL)
+        calm = self.governor.level is Level.NORMAL
+        self.local.depth = self.prefetch.depth(calm, time.monotonic())
         return self.local.room + len(self.pool.free())
 
     def _send_exchange(self, now: float) -> None:
@@ -552,6 +553,8 @@ class Daemon:
     def _run(self, slot: Slot, running: Running, resume_state: object, now: float) -> None:
         job = running.job
         slot.give(running, resume_state)
+        if job.priority == Priority.P0:
+            self.prefetch.p0_started(running.started_mono)
         if self.metrics.enabled:
             self.metrics.job("started", job.priority)
             enqueued = unix_seconds(job.fields.get("enqueued_at"))
