@@ -35,6 +35,7 @@ from adaptive_scheduler.governor.pressure import Level
 from adaptive_scheduler.governor.profile_store import ProfileStore
 from adaptive_scheduler.intake import RENEW_SLACK_S, Intake
 from adaptive_scheduler.lease import LeaseClock, Renewal
+from adaptive_scheduler.master_watch import watch_master
 from adaptive_scheduler.metrics import Metrics
 from adaptive_scheduler.model import Call, ClaimedJob, JobOptions, Outcome, Priority, Settlement
 from adaptive_scheduler.notify import Notifier
@@ -122,6 +123,7 @@ class Daemon:
         }
         self.working_s = 0.0  # seconds slots spent running jobs (RQ's total_working_time)
         self._waker = Waker(self.client, self.intake.queue_keys)
+        self._master_watch = watch_master(redis_url)
         self._control = ControlWatch(self.client, keys.CONTROL)
         self.pauses: dict[Priority, controls.Pause] = {}  # as last read from Redis (some may have run out)
         self.paused: frozenset[Priority] = frozenset()  # the priorities not claimed from now
@@ -424,14 +426,43 @@ class Daemon:
         """No reply to the exchange in flight: its connection died without a word (a partition) or
         hangs. Drop it (the next call connects afresh), keep the outcomes to write again, and reconcile
         the claims at the next reply, as when a reply is lost."""
-        flight, self._in_flight = self._in_flight, None
-        assert flight is not None
-        self._poller.remove(flight.fd)
-        self.intake.drop_exchange_connection()
-        self._pending = flight.batch + self._pending
-        self._unsure = True
+        self._drop_exchange()
         self.log.warning(
             "no reply to the exchange within {:g} s: connection dropped, retrying", EXCHANGE_TIMEOUT_S
+        )
+
+    def _drop_exchange(self) -> None:
+        """Drop the exchange's connection, and its call in flight if any (its outcomes are written again,
+        its claims reconciled at the next reply)."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is not None:
+            self._poller.remove(flight.fd)
+            self._pending = flight.batch + self._pending
+        self.intake.drop_exchange_connection()
+        self._unsure = True
+
+    def _check_master(self) -> None:
+        """Behind Sentinel: if the server this daemon exchanges with is not the one the sentinels name
+        (a restarted old master that still calls itself master: see `master_watch`), reconnect every
+        connection, as after a failover."""
+        named = self._master_watch.named if self._master_watch is not None else None
+        if named is None:
+            return  # not behind Sentinel, or no sentinel has answered yet
+        current = self.intake.exchange_address()
+        if current is None or named == current:
+            return
+        self._drop_exchange()
+        for index in range(len(self.intake.queue_keys)):
+            fd = self._waker.reset(index)
+            if fd is not None:
+                self._poller.remove(fd)
+            self._arrived.add(index)
+        self.client.connection_pool.disconnect()
+        self.redis_failed()
+        self.log.warning(
+            "the sentinels name {}:{} as master, but this daemon was writing to {}:{}: reconnected",
+            *named,
+            *current,
         )
 
     def _finish_in_flight(self) -> None:
@@ -675,6 +706,7 @@ class Daemon:
         if chores.promoted:
             self.log.debug("moved {} scheduled jobs into their queues", chores.promoted)
         self._check_watches(chores.depths)
+        self._check_master()
         for index in self._empty - self._arrived:
             self._arm(index)  # a watch that could not be set (Redis refused or was away) is set again
 

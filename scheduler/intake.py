@@ -200,6 +200,10 @@ class Intake:
             pipe.execute()
         self._exchange.close()
 
+    def exchange_address(self) -> tuple[str, int] | None:
+        """The server the exchange's connection reached (None while not connected)."""
+        return self._exchange.address()
+
     def drop_exchange_connection(self) -> None:
         """Disconnect the exchange's connection (abandoning its call in flight); the next call reconnects."""
         self._exchange.close()

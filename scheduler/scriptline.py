@@ -82,6 +82,13 @@ class ScriptLine:
     def close(self) -> None:
         self._conn.disconnect()
 
+    def address(self) -> tuple[str, int] | None:
+        """The server this line is connected to now (host, port), None while it is not connected."""
+        host, port = getattr(self._conn, "host", None), getattr(self._conn, "port", None)
+        if getattr(self._conn, "_sock", None) is None or host is None or port is None:
+            return None  # not connected, or a unix socket
+        return str(host), int(port)
+
     def _dropping_on_error(self) -> _DropOnError:
         return _DropOnError(self._conn)
 

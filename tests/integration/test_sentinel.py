@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import redis
 from adaptive_scheduler.redis_url import connect
 from adaptive_scheduler.rqtime import unix_seconds
 
-from tests.helpers import DaemonProcess, queue, wait_until
+from tests.helpers import DaemonProcess, queue, running_daemon, wait_until
 from tests.runs import executions
-from tests.sentinel_cluster import SentinelCluster
+from tests.sentinel_cluster import SERVICE, SentinelCluster
 
 
 def test_a_daemon_follows_a_failover_and_every_job_replicated_before_it_ends(
@@ -59,3 +60,23 @@ def _first_finished_after(client: object, jobs: list[str], killed: float) -> flo
     started = [unix_seconds(client.hget(f"rq:job:{j}", "started_at")) for j in jobs]  # type: ignore[attr-defined]
     after = [t for t in started if t is not None and t > killed]
     return min(after) - killed if after else None
+
+
+def test_a_daemon_leaves_a_master_the_sentinels_no_longer_name(cluster: SentinelCluster) -> None:
+    # Given a daemon connected to the master, idle
+    with running_daemon(cluster.url, env={"ASCHED_LEASE_TTL_S": "2"}) as daemon:
+        # When the replica becomes a master of its own and the sentinels are told to name it, while
+        # the old master still calls itself master (as a master restarted during a promotion does)
+        new = redis.Redis(port=cluster.replica_port)
+        new.replicaof("NO", "ONE")
+        for port in cluster.sentinel_ports:
+            sentinel = redis.Redis(port=port)
+            sentinel.execute_command("SENTINEL", "REMOVE", SERVICE)
+            sentinel.execute_command("SENTINEL", "MONITOR", SERVICE, "127.0.0.1", cluster.replica_port, 2)
+        assert redis.Redis(port=cluster.master_port).info("replication")["role"] == "master"
+        # and a producer that follows the sentinels enqueues on the new master
+        job = queue(connect(cluster.url), 1).enqueue("tests.fixtures.jobs.add", 2, 3)
+        assert new.exists(job.key)
+        # Then the daemon moves to it within a few seconds and runs the job there
+        wait_until(lambda: new.hget(job.key, "status") == b"finished", timeout_s=10)
+        assert "as master, but this daemon was writing to" in daemon.output()
