@@ -453,10 +453,7 @@ class Daemon:
             return
         self._drop_exchange()
         for index in range(len(self.intake.queue_keys)):
-            fd = self._waker.reset(index)
-            if fd is not None:
-                self._poller.remove(fd)
-            self._arrived.add(index)
+            self._reset_watch(index)
         self.client.connection_pool.disconnect()
         self.redis_failed()
         self.log.warning(
@@ -717,10 +714,7 @@ class Daemon:
         queues after a failover: connected, "running", consuming nothing. Reset the watch and claim."""
         silent = {i for i in self._empty - self._arrived - self._paused_ix if depths[i] > 0}
         for index in silent & self._silent_watches:
-            fd = self._waker.reset(index)
-            if fd is not None:
-                self._poller.remove(fd)
-            self._arrived.add(index)
+            self._reset_watch(index)
             self.counts["rewatched"] += 1
             self.log.warning(
                 "queue {} holds {} jobs but its watch never woke this daemon: watch reset, claiming",
@@ -728,6 +722,13 @@ class Daemon:
                 depths[index],
             )
         self._silent_watches = silent
+
+    def _reset_watch(self, index: int) -> None:
+        """Drop queue `index`'s watch and its connection, and claim from the queue at the next call."""
+        fd = self._waker.reset(index)
+        if fd is not None:
+            self._poller.remove(fd)
+        self._arrived.add(index)
 
     def _lease_answered(self, renewal: Renewal, sent_mono: float) -> None:
         if renewal is Renewal.LOST:

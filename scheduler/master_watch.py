@@ -14,8 +14,7 @@ from __future__ import annotations
 import threading
 
 import redis
-from adaptive_scheduler.redis_url import is_sentinel, parse_sentinel
-from redis.sentinel import Sentinel
+from adaptive_scheduler.redis_url import is_sentinel, parse_sentinel, sentinels
 
 ASK_EVERY_S = 1.0
 SENTINEL_TIMEOUT_S = 0.5
@@ -26,12 +25,7 @@ class MasterWatch:
 
     def __init__(self, url: str, every_s: float = ASK_EVERY_S) -> None:
         spec = parse_sentinel(url)
-        options: dict[str, object] = {"socket_timeout": SENTINEL_TIMEOUT_S}
-        if spec.sentinel_password:
-            options["password"] = spec.sentinel_password
-        if spec.tls:
-            options["ssl"] = True
-        self._sentinel = Sentinel(list(spec.hosts), sentinel_kwargs=options)
+        self._sentinel = sentinels(spec, SENTINEL_TIMEOUT_S)
         self._service = spec.service
         self._every_s = every_s
         self._stopped = threading.Event()

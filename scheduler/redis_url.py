@@ -80,12 +80,18 @@ def connect(url: str, **options: Any) -> redis.Redis:
     if not is_sentinel(url):
         return redis.Redis.from_url(url, **options)
     spec = parse_sentinel(url)
+    sentinel = sentinels(spec, options.get("socket_timeout", 5), **options)
+    return sentinel.master_for(spec.service, db=spec.db, username=spec.username, password=spec.password)
+
+
+def sentinels(spec: SentinelUrl, sentinel_timeout: float, **options: Any) -> Sentinel:
+    """redis-py's `Sentinel` for the URL's sentinels, asked with its sentinel password and TLS;
+    `options` are for the connections to the master it names."""
     tls = {"ssl": True} if spec.tls else {}
     sentinel_options = {"password": spec.sentinel_password, **tls} if spec.sentinel_password else tls
-    sentinel = Sentinel(
+    return Sentinel(
         list(spec.hosts),
-        sentinel_kwargs={"socket_timeout": options.get("socket_timeout", 5), **sentinel_options},
+        sentinel_kwargs={"socket_timeout": sentinel_timeout, **sentinel_options},
         **options,
         **tls,
     )
-    return sentinel.master_for(spec.service, db=spec.db, username=spec.username, password=spec.password)
