@@ -33,6 +33,7 @@ from adaptive_scheduler.governor.policy import (
 )
 from adaptive_scheduler.governor.pressure import Level
 from adaptive_scheduler.governor.profile_store import ProfileStore
+from adaptive_scheduler.governor.victim import Kind
 from adaptive_scheduler.intake import RENEW_SLACK_S, Intake
 from adaptive_scheduler.lease import LeaseClock, Renewal
 from adaptive_scheduler.master_watch import watch_master
@@ -146,6 +147,8 @@ class Daemon:
             self._job_ended,
             self.pulse,
             redis_url,
+            started=lambda running, slot: self.enforcer.promoted(running, slot),
+            unrun=self._unrun,
         )
         self.enforcer = Enforcer(settings, self.governor, self.pool, planner)
         self.log = logger.bind(daemon=self.id)
@@ -188,6 +191,7 @@ class Daemon:
         self.force_stop = self.stop_requested
         if not self.stop_requested:
             self.notifier.stopping()
+            self.pool.take_back_all()  # jobs waiting in slots go back to their queues, unrun
             now_mono = time.monotonic()
             for slot in self.pool.slots:
                 running = slot.running
@@ -319,6 +323,8 @@ class Daemon:
         added, resumed = paused - self.paused, self.paused - paused
         self.paused, self._paused_ix = paused, frozenset(int(p) for p in paused)
         self._empty -= {int(p) for p in resumed}
+        if added:
+            self.pool.take_back_all()  # jobs waiting in slots come back to the local queue, then this
         held = self.local.drain()
         self._hold_locally(held)
         self._next_housekeeping = 0.0  # publish the status now: `pause` waits until every daemon shows it
@@ -328,6 +334,13 @@ class Daemon:
             _names(added),
             _names(resumed),
         )
+
+    def _unrun(self, given: list[Running]) -> None:
+        """Jobs that waited in a slot came back unrun (`SlotPool.take_back_all`): ahead of later arrivals
+        in the local queue, or, if their priority was paused meanwhile, to the front of their queues."""
+        jobs = [running.job for running in given]
+        self.local.push_ahead([job for job in jobs if job.priority not in self.paused])
+        self._pending += [outcomes.put_back(job) for job in reversed(jobs) if job.priority in self.paused]
 
     def _hold_locally(self, jobs: list[ClaimedJob]) -> None:
         """Push claimed jobs (most urgent first) into the local queue; those of a paused priority go back
@@ -347,6 +360,7 @@ class Daemon:
         if self.governor.level != before:
             self._next_housekeeping = 0.0  # producers read the level there (`backpressure`): publish it now
         if self.governor.level >= Level.ELEVATED:
+            self.pool.take_back_all()  # only while calm do jobs wait in slots (`Prefetch.behind`)
             self._sweep_local(time.time())
             if self.settings.p0_lane:  # big jobs are likely to hold the slots now: have the lane ready
                 self.pool.open_lane(now_mono, f"memory pressure {self.governor.level.name}")
@@ -514,9 +528,10 @@ class Daemon:
         if self.stop_requested:
             return
         waiting: list[Entry] = []
-        try:
-            for slot in self.pool.slots:
-                if not self._feed(slot, now, now_mono, waiting):
+        behind = self._behind(now_mono)
+        try:  # every idle slot gets a job before any job waits in a busy one
+            for most in (0, behind) if behind else (0,):
+                if not all(self._feed(slot, now, now_mono, waiting, most) for slot in self.pool.slots):
                     break
         finally:
             for entry in waiting:
@@ -525,15 +540,30 @@ class Daemon:
             # open it now, while nothing waits for it: a P0 job arriving next should not wait for a fork
             self.pool.open_lane(now_mono, "every slot is busy")
 
-    def _feed(self, slot: Slot, now: float, now_mono: float, waiting: list[Entry]) -> bool:
-        """Give `slot` a job if it is idle; False when no more jobs may start in this round."""
-        while not slot.busy and slot.ready and len(self.local):
-            if self.pool.is_lane(slot):
+    def _behind(self, now_mono: float) -> int:
+        """How many short jobs may wait in each slot behind its running job this round."""
+        if self.settings.slot_mode != "pool" or self.stop_requested:
+            return 0
+        return self.prefetch.behind(self.governor.level is Level.NORMAL, now_mono)
+
+    def _feed(self, slot: Slot, now: float, now_mono: float, waiting: list[Entry], behind: int) -> bool:
+        """Give `slot` a job if it is idle, and up to `behind` short jobs to wait in it behind that one;
+        False when no more jobs may start in this round."""
+        lane = self.pool.is_lane(slot)
+        while slot.ready and len(self.local):
+            if slot.busy and (
+                lane or len(slot.waiting) >= behind or self.local.head_priority() == Priority.P0
+            ):
+                return True  # a P0 job never waits in a slot: it starts in the next free one (or the lane)
+            if lane:
                 if self.local.head_priority() != Priority.P0:
                     return True
                 self.pool.lane_used(now_mono)
             entry = self.local.pop_entry()
             verdict = self._start(slot, entry, now, now_mono)
+            if verdict is not Decision.START and slot.busy:
+                self.local.restore(entry)  # it may not wait in this slot: it waits for a free one
+                return True
             if verdict is not Decision.START:
                 waiting.append(entry)
             if verdict is Decision.HOLD:
@@ -565,6 +595,8 @@ class Daemon:
             return Decision.HOLD  # P2/P3 at HIGH: nothing of lower priority starts either
         if verdict is not Fate.RUN:
             self._park(job, verdict, now)
+        elif slot.busy and not self._may_wait_in_slot(slot, call, task):
+            return Decision.WAIT
         elif (retry_at := self._breaker_says_wait(job, call, now)) is not None:
             reason = f"deferred: the circuit breaker of {call.func_path} is open; retry at {retry_at:.3f}"
             self._pending.append(outcomes.deferred(job, reason, retry_at))
@@ -592,6 +624,16 @@ class Daemon:
             self.counts["resumed"] += 1
             self.metrics.job("resumed", job.priority)
 
+    def _may_wait_in_slot(self, slot: Slot, call: Call, task: tasks.TaskInfo | None) -> bool:
+        """Whether a job may wait in busy `slot`: only a job of a short task behind a job of a short task
+        (`Prefetch.short`); not if it must never run twice (a slot killed just as it started puts it
+        back unaware), nor while its task's breaker watches it."""
+        assert slot.running is not None
+        if not (self.prefetch.short(call.func_path) and self.prefetch.short(slot.running.call.func_path)):
+            return False
+        kind = self.enforcer.planner.kind(call.func_path, task)
+        return kind is not Kind.AT_MOST_ONCE and not self.breakers.watching(call.func_path)
+
     def _breaker_says_wait(self, job: ClaimedJob, call: Call, now: float) -> float | None:
         """When the job's task may run again if its circuit breaker is open, else None."""
         if not self.breakers.watching(call.func_path):
@@ -605,9 +647,11 @@ class Daemon:
         now = time.time()
         self.working_s += seconds
         if end in (End.FINISHED, End.FAILED):
-            self.prefetch.observe(seconds)
+            self.prefetch.observe(seconds, running.call.func_path)
         if end is End.FAILED or (end is End.FINISHED and self.breakers.watching(running.call.func_path)):
             self.breakers.ended(running.call.func_path, end is End.FINISHED, now)
+            if running.call.func_path in self.breakers.not_closed():
+                self.pool.take_back_all()  # its jobs waiting in slots are deferred like the others
         self.enforcer.ended(running, end, now)
         if self.metrics.enabled and end in (End.FINISHED, End.FAILED):
             self.metrics.ran(running.task.name if running.task else running.call.func_path, seconds)
@@ -790,6 +834,7 @@ class Daemon:
     def _reconcile(self) -> None:
         held = [job.execution_id for job in self.local]
         held += [slot.running.job.execution_id for slot in self.pool.slots if slot.running is not None]
+        held += [running.job.execution_id for running in self.pool.waiting()]
         held += [item.job.execution_id for item in self._pending]  # ended, outcome not yet written
         recovered = self.intake.reconcile(held)
         self._unsure = False

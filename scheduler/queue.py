@@ -22,6 +22,7 @@ class LocalQueue:
         self.depth = depth
         self._heap: list[Entry] = []
         self._seq = itertools.count()
+        self._ahead = itertools.count(-1, -1)  # places before every arrival, for jobs given back unrun
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -36,6 +37,12 @@ class LocalQueue:
 
     def push(self, job: ClaimedJob) -> None:
         heapq.heappush(self._heap, (int(job.priority), next(self._seq), job))
+
+    def push_ahead(self, jobs: list[ClaimedJob]) -> None:
+        """Put back jobs that were handed to a slot and given back unrun, in their order, ahead of the
+        jobs of their priority that arrived after them."""
+        for job in reversed(jobs):
+            heapq.heappush(self._heap, (int(job.priority), next(self._ahead), job))
 
     def head_priority(self) -> int:
         """Priority of the job `pop` would return. IndexError when empty."""

@@ -23,6 +23,7 @@ import pickle
 import signal
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +38,16 @@ if TYPE_CHECKING:
     from adaptive_scheduler.slots import SlotSpec
 
 # Messages, daemon -> slot: (job_id, func_path, args, kwargs, resume_state, priority, meta), or None
-# to exit; `meta` is the job hash's raw field, for rq.get_current_job().
+# to exit; `meta` is the job hash's raw field, for rq.get_current_job(). Jobs run in the order sent:
+# the daemon may send short jobs while one runs (they wait in the slot), and TAKE_BACK to have every
+# job sent before it that has not started given back unrun.
 # slot -> daemon: ("ready", pid) once; ("checkpoint", job_id, state JSON) any number of times during
 # a job; then (job_id, kind, payload, started_at, ended_at) per job, where kind is "ok" (payload: the
-# serialized return value), "error" (payload: the failure text) or "preempted" (payload: "").
+# serialized return value), "error" (payload: the failure text) or "preempted" (payload: ""); and
+# (GIVEN_BACK, [job_id, ...]) for each TAKE_BACK, naming the jobs it did not start (perhaps none).
 Outcome = tuple[str, str, bytes | str, float, float]
+TAKE_BACK = ("take back",)
+GIVEN_BACK = "given back"
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -59,7 +65,19 @@ def serve(conn: Channel, spec: SlotSpec, heap: HeapCell | None = None) -> None:
         switch = _dead_mans_switch(spec.pulse, spec.fence_s, heap) if spec.pulse is not None else None
         start_sampler(heap, spec.heap_interval_s, switch)
     send(("ready", os.getpid()))
-    while (message := conn.receive()) is not None:
+    inbox: deque[Any] = deque()
+    while True:
+        # every message sent so far is read before a job starts: a TAKE_BACK sent after a job that
+        # waited here (while the job before it ran) must keep it from starting
+        if not inbox:
+            inbox.append(conn.receive())
+        inbox.extend(conn.receive_waiting())
+        message = inbox.popleft()
+        if message is None:
+            break
+        if message == TAKE_BACK or TAKE_BACK in inbox:
+            send((GIVEN_BACK, _give_back(message, inbox)))
+            continue
         _running[0] = True
         outcome = run(message, dumps, send, current)
         _running[0] = False
@@ -72,6 +90,17 @@ def serve(conn: Channel, spec: SlotSpec, heap: HeapCell | None = None) -> None:
 
 
 _running = [False]  # a job runs in this slot (read by the sampler thread)
+
+
+def _give_back(first: Any, inbox: deque[Any]) -> list[str]:
+    """Remove the jobs up to the first TAKE_BACK (`first` was just taken from the inbox) and the
+    TAKE_BACK itself; return their ids."""
+    given = []
+    message = first
+    while message != TAKE_BACK:
+        given.append(message[0])
+        message = inbox.popleft()
+    return given
 
 
 def _dead_mans_switch(pulse: Pulse, fence_s: float, heap: HeapCell) -> Callable[[], None]:

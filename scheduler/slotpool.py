@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from adaptive_scheduler import checkpoint, outcomes, proctitle
+from adaptive_scheduler import checkpoint, outcomes, proctitle, slot_main
 from adaptive_scheduler.events import Poller
 from adaptive_scheduler.governor.monitor import Monitor
 from adaptive_scheduler.governor.victim import Kind
@@ -38,6 +38,8 @@ class SlotPool:
         ended: Callable[[Running, End, float], None],
         pulse: Pulse,
         redis_url: str = "",
+        started: Callable[[Running, Slot], None] = lambda running, slot: None,
+        unrun: Callable[[list[Running]], None] = lambda given: None,
     ) -> None:
         self.settings = settings
         self.slots: list[Slot] = []
@@ -46,6 +48,8 @@ class SlotPool:
         self._monitor = monitor
         self._settle = settle
         self._ended = ended  # told of every job that left a slot (but at a daemon stop), with its run time
+        self._started = started  # told when a job that waited in a slot starts there
+        self._unrun = unrun  # given the jobs that waited in a slot and leave it unrun, in their order
         self._lane_used_mono = 0.0
         self._retiring: list[Slot] = []  # killed slots not yet reaped
         fence_s = fence_after_s(settings.lease_ttl_s, renewal_interval_s(settings.lease_ttl_s))
@@ -122,6 +126,16 @@ class SlotPool:
     def running(self) -> list[Running]:
         return [slot.running for slot in self.slots if slot.running is not None]
 
+    def waiting(self) -> list[Running]:
+        """The jobs waiting in slots behind their running jobs (handed over, not started)."""
+        return [running for slot in self.slots for running in slot.waiting]
+
+    def take_back_all(self) -> None:
+        """Have every slot give back the jobs waiting in it (memory pressure, a P0 job, a pause, a stop):
+        they return to the local queue unrun (`unrun`)."""
+        for slot in self.slots:
+            slot.take_back()
+
     def stop_all(self) -> list[Running]:
         """Kill busy slots and stop idle ones; returns the jobs that were running (to put back)."""
         unfinished = []
@@ -131,7 +145,8 @@ class SlotPool:
         self._retiring.clear()
         for slot in self.slots:
             if slot.running is not None:
-                unfinished.append(slot.running)
+                unfinished += [slot.running, *slot.waiting]
+                slot.waiting.clear()
                 slot.kill()
             else:
                 slot.stop()
@@ -144,7 +159,8 @@ class SlotPool:
         for slot in list(self.slots):
             running, slot.running = slot.running, None
             if running is not None:
-                abandoned.append(running)
+                abandoned += [running, *slot.waiting]
+                slot.waiting.clear()
                 self._swap(slot)
         return abandoned
 
@@ -252,9 +268,19 @@ class SlotPool:
             elif message[0] == "checkpoint":
                 if slot.running is not None and slot.running.job.id == message[1]:
                     slot.running.checkpoint = checkpoint.encode(message[2])
+            elif message[0] == slot_main.GIVEN_BACK:
+                self._on_given_back(slot, message[1])
             else:
                 self._on_outcome(slot, message)
         return True
+
+    def _on_given_back(self, slot: Slot, job_ids: list[str]) -> None:
+        before = slot.running
+        if given := slot.given_back(job_ids, time.monotonic()):
+            self.log.info("slot {} gave back {} jobs that waited in it, unrun", slot.index, len(given))
+            self._unrun(given)
+        if slot.running is not None and slot.running is not before:
+            self._started(slot.running, slot)  # sent after the TAKE_BACK: it started instead
 
     def _on_exit(self, slot: Slot) -> None:
         if not slot.exited():
@@ -283,6 +309,8 @@ class SlotPool:
             self._fail(running, str(payload), started, ended)  # type: ignore[arg-type]
         if self.settings.slot_mode == "fresh" or kind == "preempted":
             self._replace(slot)  # a preempted slot is recycled so its memory really goes back
+        elif self.slots[slot.index] is slot and (following := slot.next_job(time.monotonic())) is not None:
+            self._started(following, slot)
 
     def _replace(self, slot: Slot) -> None:
         """Settle the job of a slot that died (or finished its one job) and start a new slot."""
@@ -327,7 +355,11 @@ class SlotPool:
         return slot
 
     def _swap(self, slot: Slot) -> None:
-        """Retire `slot` (stop polling it, kill it) and put a new one in its place."""
+        """Retire `slot` (stop polling it, kill it) and put a new one in its place; the jobs waiting in
+        it go back unrun (one may have just started: only jobs that may run twice wait in a slot)."""
+        if slot.waiting:
+            given, slot.waiting = list(slot.waiting), deque()
+            self._unrun(given)
         if slot.start_ms is not None:
             self.start_ms.append(slot.start_ms)
         for fd in slot.fds:

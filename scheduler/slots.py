@@ -18,6 +18,7 @@ import contextlib
 import os
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -103,11 +104,14 @@ class SlotSpec:
 
 
 class Slot:
-    """One slot process and the job it runs (at most one)."""
+    """One slot process, the job it runs (at most one) and the short jobs waiting in it behind that job
+    (sent, not started: `prefetch.Prefetch.behind`)."""
 
     def __init__(self, index: int, spec: SlotSpec) -> None:
         self.index = index
         self.running: Running | None = None
+        self.waiting: deque[Running] = deque()  # in the order sent; each starts when the one before ends
+        self.taking_back = False  # TAKE_BACK sent, its answer not read yet
         self.started_mono = time.monotonic()
         self.ready = False
         self.start_ms: float | None = None  # from the fork to the slot's "ready" message
@@ -138,18 +142,60 @@ class Slot:
         return self.ready
 
     def give(self, running: Running, resume_state: Any) -> None:
-        """Hand a job to this (idle) slot."""
-        self.running = running
+        """Hand a job to this slot: it runs at once if the slot is idle, else after the jobs before it.
+
+        A slot may have died since the daemon last looked (killed while busy, say): then the job waits
+        here, unsent, and comes back unrun when the daemon reads the slot's exit; no more are given."""
         call, job = running.call, running.job
         meta = job.fields.get("meta")  # for the Job a job's rq.get_current_job() returns
-        self.conn.send(
-            (job.id, call.func_path, call.args, call.kwargs, resume_state, int(job.priority), meta)
-        )
+        try:
+            self.conn.send(
+                (job.id, call.func_path, call.args, call.kwargs, resume_state, int(job.priority), meta)
+            )
+        except OSError:
+            self.ready = False
+            self.waiting.append(running)
+            return
+        if self.running is None:
+            self.running = running
+        else:
+            self.waiting.append(running)
+
+    def next_job(self, now_mono: float) -> Running | None:
+        """The running job has ended: the first waiting job has started (about now); it runs now."""
+        self.running = self.waiting.popleft() if self.waiting else None
+        if self.running is not None:
+            self.running.started_mono = now_mono
+            self.running.deadline_mono = now_mono + self.running.options.timeout_s
+        return self.running
+
+    def take_back(self) -> None:
+        """Ask for the waiting jobs back, unstarted (answered with GIVEN_BACK)."""
+        if self.waiting and not self.taking_back:
+            with contextlib.suppress(OSError):  # gone: its exit settles its jobs
+                self.conn.send(slot_main.TAKE_BACK)
+                self.taking_back = True
+
+    def given_back(self, job_ids: list[str], now_mono: float) -> list[Running]:
+        """The slot gave back these waiting jobs (those sent before the TAKE_BACK that had not started;
+        any sent after it still wait): they leave the slot, unrun."""
+        self.taking_back = False
+        ids = set(job_ids)
+        given = [running for running in self.waiting if running.job.id in ids]
+        self.waiting = deque(running for running in self.waiting if running.job.id not in ids)
+        if self.running is not None and self.running.job.id in ids:
+            # it was next when the job before it ended, so it was taken for started; the slot read the
+            # TAKE_BACK first: it did not, and the next one sent after the TAKE_BACK (if any) did
+            given.insert(0, self.running)
+            self.next_job(now_mono)
+        return given
 
     def ask_to_yield(self, grace_s: float, reason: str, now_mono: float, for_memory: bool = False) -> None:
-        """Ask the running job to checkpoint and stop (SIGUSR1); it is killed after `grace_s`."""
+        """Ask the running job to checkpoint and stop (SIGUSR1); it is killed after `grace_s`. The jobs
+        waiting behind it are taken back first: its slot is replaced once it yields."""
         if self.running is None or self.running.preempt_deadline is not None:
             return
+        self.take_back()
         self.running.preempt_deadline = now_mono + grace_s
         self.running.preempt_reason = reason
         self.running.for_memory = for_memory

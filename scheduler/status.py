@@ -97,7 +97,7 @@ class DaemonStatus:
                 sample.psi.some if sample.psi else None,
                 sample.psi.full if sample.psi else None,
             )
-        local = {priority.name: n for priority, n in daemon.local.counts().items()}
+        local = {priority.name: n for priority, n in waiting_for_slot(daemon).items()}
         counts = dict(daemon.counts)
         if daemon.periodic is not None:
             counts |= {f"periodic_{name}": n for name, n in daemon.periodic.counts.items()}
@@ -113,6 +113,14 @@ class DaemonStatus:
             daemon.breakers.not_closed(),
             [priority.name for priority in sorted(daemon.paused)],
         )
+
+
+def waiting_for_slot(daemon: Daemon) -> dict[Priority, int]:
+    """Claimed jobs not started, per priority: in the local queue, or waiting in a slot behind its job."""
+    counts = daemon.local.counts()
+    for running in daemon.pool.waiting():
+        counts[running.job.priority] += 1
+    return counts
 
 
 def status_line(daemon: Daemon, depths: list[int]) -> str:
@@ -137,7 +145,7 @@ def gauges(daemon: Daemon, depths: list[int]) -> dict[str, float]:
         "breakers.open": len(daemon.breakers.not_closed()),
         "pressure.level": int(daemon.governor.level),
     }
-    local = daemon.local.counts()
+    local = waiting_for_slot(daemon)
     for priority, depth in zip(Priority, depths, strict=True):
         values[f"queue.local.{priority.name.lower()}"] = local.get(priority, 0)
         values[f"queue.redis.{priority.name.lower()}"] = depth

@@ -53,3 +53,13 @@ def test_the_least_urgent_newest_job_makes_room() -> None:
     assert queue.tail_priority() == 3
     assert queue.pop_least_urgent().id == "c"
     assert [queue.pop().id for _ in range(2)] == ["b", "a"]
+
+
+def test_jobs_given_back_unrun_go_ahead_of_later_arrivals_in_their_order() -> None:
+    queue = LocalQueue(depth=10)
+    later = [job(f"later{i}", Priority.P2) for i in range(2)]
+    for j in later:
+        queue.push(j)
+    queue.push(job("urgent", Priority.P0))
+    queue.push_ahead([job("first", Priority.P2), job("second", Priority.P2)])
+    assert [j.id for j in queue.drain()] == ["urgent", "first", "second", "later0", "later1"]

@@ -105,6 +105,12 @@ class Enforcer:
         if self.governor.sample is not None:
             running.oom_kills_before = self.governor.sample.oom_kills
 
+    def promoted(self, running: Running, slot: Slot) -> None:
+        """A job that waited in `slot` behind another starts: what the slot holds now is its base."""
+        running.base = self._slot_growth(slot)
+        if self.governor.sample is not None:
+            running.oom_kills_before = self.governor.sample.oom_kills
+
     def started(self, running: Running, now_mono: float) -> None:
         """A P0 job started although it is predicted not to fit: stop one lower job now, before the
         reading shows the shortage (the next readings stop more if they must)."""
@@ -120,6 +126,7 @@ class Enforcer:
     def make_slot_for_p0(self, now_mono: float) -> None:
         """Every slot busy and a P0 job waiting: open the P0 lane, or, when it is busy too (or off),
         preempt a resumable lower job."""
+        self.pool.take_back_all()  # jobs waiting in slots never keep a P0 job waiting
         if not all(slot.busy for slot in self.pool.slots):
             return  # a slot is free, or starting (a replacement not yet ready): it will take the job
         if self.settings.p0_lane and self.pool.lane is None:
