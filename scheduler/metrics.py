@@ -39,7 +39,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "memory.slot.{n}.heap_bytes": ("gauge", "slot n's malloc in use"),
     "memory.psi.some_avg10": ("gauge", "kernel memory PSI: % of the last 10 s some tasks stalled on memory"),
     "memory.psi.full_avg10": ("gauge", "kernel memory PSI: % of the last 10 s all tasks stalled on memory"),
-    "queue.local.{p}": ("gauge", "jobs held in the daemon's local queue"),
+    "queue.local.{p}": ("gauge", "jobs claimed, not started: in the local queue or waiting in a slot"),
     "queue.redis.{p}": ("gauge", "jobs waiting in Redis"),
     "paused.{p}": ("gauge", "1 while the priority is paused (`pause`): this daemon claims none of it"),
     "slots.busy": ("gauge", "slots running a job"),

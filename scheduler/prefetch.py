@@ -28,7 +28,7 @@ import math
 HOLD_S = 0.02  # hold at most this much predicted work per slot beyond what runs
 SMOOTHING = 0.05  # weight of the newest run time in the mean (about the last 20 jobs)
 P0_QUIET_S = 10.0  # the floor until this long after the last P0 job started
-BEHIND_S = 0.001  # at most this much predicted work waits in a slot behind its running job
+BEHIND_S = 0.002  # at most this much predicted work waits in a slot behind its running job
 BEHIND_MAX = 8  # ... and at most this many jobs
 TASKS_KEPT = 1000  # run times kept per task (the oldest task is forgotten first)
 
