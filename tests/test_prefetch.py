@@ -60,17 +60,16 @@ def test_about_two_milliseconds_of_short_jobs_wait_in_a_slot_behind_its_job(
 ) -> None:
     prefetch = Prefetch(floor=5, ceiling=32, slots=2)
     prefetch.observe(run_s, TASK)
-    assert prefetch.behind(True, NOW) == behind
+    assert prefetch.behind(True) == behind
 
 
-def test_no_job_waits_in_a_slot_untimed_under_pressure_or_while_p0_jobs_arrive() -> None:
+def test_no_job_waits_in_a_slot_untimed_or_under_pressure_but_p0_jobs_do_not_stop_it() -> None:
     prefetch = Prefetch(floor=5, ceiling=32, slots=2)
-    assert prefetch.behind(True, NOW) == 0
+    assert prefetch.behind(True) == 0
     prefetch.observe(0.00005, TASK)
-    assert prefetch.behind(False, NOW) == 0
+    assert prefetch.behind(False) == 0
     prefetch.p0_started(NOW)
-    assert prefetch.behind(True, NOW + 1) == 0
-    assert prefetch.behind(True, NOW + P0_QUIET_S) == 8
+    assert prefetch.behind(True) == 8
 
 
 def test_a_task_is_short_once_timed_at_two_milliseconds_or_less_on_the_mean() -> None:

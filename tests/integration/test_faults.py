@@ -337,7 +337,7 @@ def test_a_job_that_ends_while_that_reply_is_in_flight_is_not_put_back(
         # When the job ends while the next exchange is in flight, and that reply comes
         daemon._send_exchange(time.time())
         now = time.time()
-        daemon._settle_later(outcomes.finished(running, daemon.defaults, b"null", now, now))
+        daemon._settle_later(outcomes.finished(running, daemon.dispatcher.defaults, b"null", now, now))
         daemon._on_exchange_reply()
         # Then it is not put back in its queue as well (it would run again), and it is settled once
         assert client.llen("rq:queue:p1") == 0
