@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import redis
 from adaptive_scheduler import controls, keys, outcomes, proctitle, tasks
+from adaptive_scheduler.arrivals import Arrivals
 from adaptive_scheduler.breaker import BreakerRules, Breakers
 from adaptive_scheduler.dispatch import Dispatcher
 from adaptive_scheduler.events import Poller
@@ -113,21 +114,17 @@ class Daemon:
             "rewatched": 0,
         }
         self.working_s = 0.0  # seconds slots spent running jobs (RQ's total_working_time)
-        self._waker = Waker(self.client, self.intake.queue_keys)
         self._master_watch = watch_master(redis_url)
         self._control = ControlWatch(self.client, keys.CONTROL)
         self.pauses: dict[Priority, controls.Pause] = {}  # as last read from Redis (some may have run out)
         self.paused: frozenset[Priority] = frozenset()  # the priorities not claimed from now
         self._paused_ix: frozenset[int] = frozenset()  # ... as queue indexes
         self._pending: list[Settlement] = []
-        self._empty: set[int] = set()  # priority indexes of queues the last claim found empty
-        self._arrived: set[int] = set()  # ... of those, the ones the waker saw get a job since
-        self._unread: list[int] = []  # ... whose waker reply is not read yet (after the claim is sent)
         self._unsure = False  # an exchange's reply was lost: reconcile claims at the next one
-        self._silent_watches: set[int] = set()  # queues with jobs whose watch did not answer (last round)
         self._in_flight: InFlight | None = None
         self._next_housekeeping = 0.0
         self._poller = Poller()
+        self.arrivals = Arrivals(Waker(self.client, self.intake.queue_keys), self._poller)
         self.pulse = Pulse()
         self.pool = SlotPool(
             settings,
@@ -226,7 +223,7 @@ class Daemon:
             # claim and hand over first: a job that just arrived should not wait for a memory reading
             # (the claim admits queues by the last reading, at most one governor interval old)
             self._exchange(now)
-        self._read_arrivals()
+        self.arrivals.read_answers()
         self.notifier.tick(now_mono)
         if self.governor.due(now_mono):
             self._govern(now_mono)
@@ -247,7 +244,7 @@ class Daemon:
         # the running jobs are pushed last, so they end up first in their queues
         unrun += [outcomes.put_back(running.job) for running in self.pool.stop_all()]
         batch, self._pending = [*self._pending, *unrun], []
-        self._waker.close()
+        self.arrivals.close()
         self._control.close()
         try:
             written = self.intake.exchange(batch, 0, time.time())
@@ -272,27 +269,6 @@ class Daemon:
                 starts[len(starts) // 2],
                 starts[max(0, int(len(starts) * 0.99) - 1)],
             )
-
-    # --- events ----------------------------------------------------------------------------------
-
-    def _on_arrival(self, index: int, fd: int) -> None:
-        """Note it; the reply itself is read once the claim for the new job has been sent."""
-        self._poller.remove(fd)
-        self._arrived.add(index)
-        self._unread.append(index)
-
-    def _read_arrivals(self) -> None:
-        for index in self._unread:
-            self._waker.answer(index)
-        self._unread.clear()
-
-    def _arm(self, index: int) -> None:
-        if index in self._paused_ix:  # its jobs are not to be claimed: watching it would only wake us
-            return
-        self._read_arrivals()  # a queue is re-armed only after its last answer was read
-        fd = self._waker.arm(index)
-        if fd is not None:
-            self._poller.add(fd, lambda: self._on_arrival(index, fd))
 
     # --- operator controls -----------------------------------------------------------------------
 
@@ -324,7 +300,7 @@ class Daemon:
             return
         added, resumed = paused - self.paused, self.paused - paused
         self.paused, self._paused_ix = paused, frozenset(int(p) for p in paused)
-        self._empty -= {int(p) for p in resumed}
+        self.arrivals.resumed({int(p) for p in resumed})
         if added:
             self.pool.take_back_all()  # jobs waiting in slots come back to the local queue, then this
         held = self.local.drain()
@@ -409,7 +385,7 @@ class Daemon:
         except redis.RedisError:
             self._pending = batch + self._pending
             raise
-        self._in_flight = InFlight(batch, want, set(self._arrived), fd, time.monotonic())
+        self._in_flight = InFlight(batch, want, set(self.arrivals.arrived), fd, time.monotonic())
         self._poller.add(fd, self._on_exchange_reply)
 
     def _on_exchange_reply(self) -> None:
@@ -432,11 +408,8 @@ class Daemon:
         self._note_missing(claim.missing)
         self._feed_slots(time.time(), time.monotonic())  # first: re-arming the waker can wait a moment
         if flight.want:
-            self._arrived -= flight.arrived
-            self._empty = claim.emptied | claim.broken  # a broken queue is not claimed from until fixed
+            self.arrivals.claimed(flight.arrived, claim.emptied, claim.broken, self._paused_ix)
             self._broken_queues(claim.broken)
-            for index in claim.emptied:
-                self._arm(index)
 
     def _exchange_timed_out(self) -> None:
         """No reply to the exchange in flight: its connection died without a word (a partition) or
@@ -469,7 +442,7 @@ class Daemon:
             return
         self._drop_exchange()
         for index in range(len(self.intake.queue_keys)):
-            self._reset_watch(index)
+            self.arrivals.reset(index)
         self.client.connection_pool.disconnect()
         self.redis_failed()
         self.log.warning(
@@ -485,14 +458,14 @@ class Daemon:
 
     def _make_local_room(self) -> None:
         """A full local queue and a more urgent job arrived in Redis: put the least urgent one back."""
-        arrived = self._arrived - self._paused_ix
+        arrived = self.arrivals.arrived - self._paused_ix
         full = arrived and not self.local.room and not self.pool.free()
         if full and min(arrived) < self.local.tail_priority():
             self._pending.append(outcomes.put_back(self.local.pop_least_urgent()))
 
     def _urgent_arrival(self) -> bool:
         """A job arrived in a queue more urgent than every job held locally, and a claim can take it."""
-        arrived = self._arrived - self._paused_ix
+        arrived = self.arrivals.arrived - self._paused_ix
         if not arrived or not self._claimable():
             return False
         return not len(self.local) or min(arrived) < self.local.head_priority()
@@ -509,7 +482,7 @@ class Daemon:
             return False
         if self._urgent_arrival():
             return True
-        if len((self._empty - self._arrived) | self._unserved()) == len(self.intake.queue_keys):
+        if len(self.arrivals.quiet() | self._unserved()) == len(self.intake.queue_keys):
             return False  # every queue was empty at the last claim and got no job since, or is not served
         hungry = not len(self.local) and bool(self.pool.free())
         return hungry or self.local.room >= batch
@@ -585,31 +558,18 @@ class Daemon:
             self.log.debug("moved {} scheduled jobs into their queues", chores.promoted)
         self._check_watches(chores.depths)
         self._check_master()
-        for index in self._empty - self._arrived:
-            self._arm(index)  # a watch that could not be set (Redis refused or was away) is set again
+        self.arrivals.rearm(self._paused_ix)
 
     def _check_watches(self, depths: list[int]) -> None:
-        """A queue this daemon believes empty, whose watch did not wake it although Redis says it holds
-        jobs at two housekeeping rounds in a row, has a dead watch: a connection that died without a
-        word (a partition) or that reached a server no longer the master. The classic failure of other
-        queues after a failover: connected, "running", consuming nothing. Reset the watch and claim."""
-        silent = {i for i in self._empty - self._arrived - self._paused_ix if depths[i] > 0}
-        for index in silent & self._silent_watches:
-            self._reset_watch(index)
+        """Reset the watches that did not wake this daemon although their queue holds jobs (a dead
+        connection: the classic failure of other queues after a failover), and claim (`Arrivals`)."""
+        for index in self.arrivals.check_silent(depths, self._paused_ix):
             self.counts["rewatched"] += 1
             self.log.warning(
                 "queue {} holds {} jobs but its watch never woke this daemon: watch reset, claiming",
                 self.intake.queue_keys[index],
                 depths[index],
             )
-        self._silent_watches = silent
-
-    def _reset_watch(self, index: int) -> None:
-        """Drop queue `index`'s watch and its connection, and claim from the queue at the next call."""
-        fd = self._waker.reset(index)
-        if fd is not None:
-            self._poller.remove(fd)
-        self._arrived.add(index)
 
     def _lease_answered(self, renewal: Renewal, sent_mono: float) -> None:
         if renewal is Renewal.LOST:
