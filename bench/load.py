@@ -123,6 +123,7 @@ class LevelResult:
     cpu_wait_us: dict[str, float | None]  # mean run-queue wait per timeslice: consumers, redis, producers
     loadavg_1m: float  # the machine's, at the end of the level (others' work included)
     ran_twice: int = 0  # jobs of this level stamped more than once
+    producer_send_p99_ms: float = 0.0  # the slowest producer's p99 time to send (enqueue round trips)
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def summarise(
         by_priority=by_priority,
         cpu_wait_us={role: runqueue.wait_per_slice_us(*totals) for role, totals in waits.items()},
         loadavg_1m=os.getloadavg()[0],
+        producer_send_p99_ms=max(s.send_p99_ms for s in stats),
     )
 
 
@@ -244,6 +246,7 @@ HEAD = (
     "started/s",
     "lost/twice",
     "prod lag p99",
+    "send p99",
     "CPU wait c/r/p us",
     "load avg",
     "prio",
@@ -267,11 +270,12 @@ def table_rows(result: LevelResult) -> list[tuple[str, ...]]:
                 f"{result.started_per_s:,.0f}",
                 f"{result.sent - result.stamped}/{result.ran_twice}",
                 f"{result.producer_lag_p99_ms:.1f} ms",
+                f"{result.producer_send_p99_ms:.1f} ms",
                 "/".join(fmt0(result.cpu_wait_us.get(k)) for k in ("consumers", "redis", "producers")),
                 f"{result.loadavg_1m:.1f}",
             )
             if i == 0
-            else ("",) * 8
+            else ("",) * 9
         )
         figures = (fmt(pct.p50_ms), fmt(pct.p99_ms), fmt(pct.p999_ms), fmt(pct.call_p99_ms))
         rows.append((*lead, prio, f"{pct.n}", *figures))
@@ -420,6 +424,8 @@ def report(
         f"seed {args.seed}; "
         "latency from the scheduled send time, 'p99 from call' from the actual send; 'lost/twice' = sent "
         "minus stamped / jobs stamped twice; 'prod lag' = how late the producers' sends were; "
+        "'send p99' = how long a send took (building it and RQ's or the peer's enqueue round trips, "
+        "inside 'p99 from call'); "
         "'CPU wait c/r/p' = mean wait for a core per timeslice (run queue, /proc/<pid>/schedstat) of "
         "the consumer processes, the job Redis "
         f"and the producers; 'load avg' = the machine's 1-min load average; redis-server {redis_version}, "

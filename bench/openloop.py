@@ -93,6 +93,7 @@ class ProducerStats:
     cpu_s: float
     wait_ns: int  # waiting for a CPU (run queue), and the timeslices run: see bench.runqueue
     slices: int
+    send_p99_ms: float = 0.0  # how long one send took (building it and the enqueue round trips), p99
 
 
 class Sender(Protocol):
@@ -181,9 +182,10 @@ def make_sender(system: str, url: str, name: str) -> Sender:
     return DramatiqSender(url, name)
 
 
-def run_schedule(sender: Sender, schedule: list[Send], epoch: float) -> tuple[int, list[float]]:
-    """Send each entry when due (everything due at once when behind); return jobs sent and lags in s."""
-    seq, i, lags = 0, 0, []
+def run_schedule(sender: Sender, schedule: list[Send], epoch: float) -> tuple[int, list[float], list[float]]:
+    """Send each entry when due (everything due at once when behind); return jobs sent, lags in s and
+    how long each send took in s (part of every job's latency from its actual send)."""
+    seq, i, lags, took = 0, 0, [], []
     while i < len(schedule):
         now = time.time() - epoch
         wait_s = schedule[i][0] - now
@@ -194,10 +196,12 @@ def run_schedule(sender: Sender, schedule: list[Send], epoch: float) -> tuple[in
         while j < len(schedule) and schedule[j][0] <= now and jobs < MAX_SEND:
             jobs += schedule[j][2]
             j += 1
+        began = time.monotonic()
         seq = sender.send(schedule[i:j], epoch, seq)
+        took.append(time.monotonic() - began)
         lags.extend(now - entry[0] for entry in schedule[i:j])
         i = j
-    return seq, lags
+    return seq, lags, took
 
 
 def producer_main(plan: ProducerPlan, conn: Connection) -> None:
@@ -207,12 +211,16 @@ def producer_main(plan: ProducerPlan, conn: Connection) -> None:
     conn.send("ready")
     epoch = conn.recv()
     cpu_before, queue_before = time.process_time(), runqueue.read([os.getpid()])
-    jobs, lags = run_schedule(sender, plan.schedule, epoch)
+    jobs, lags, took = run_schedule(sender, plan.schedule, epoch)
     lags_ms = [lag * 1000 for lag in lags]
     lag_p99 = percentile(lags_ms, 99) or 0.0
     cpu_s = time.process_time() - cpu_before
     wait_ns, slices = runqueue.totals(queue_before, runqueue.read([os.getpid()]))
-    conn.send(ProducerStats(plan.name, jobs, lag_p99, max(lags_ms, default=0.0), cpu_s, wait_ns, slices))
+    send_p99 = percentile([t * 1000 for t in took], 99) or 0.0
+    stats = ProducerStats(
+        plan.name, jobs, lag_p99, max(lags_ms, default=0.0), cpu_s, wait_ns, slices, send_p99
+    )
+    conn.send(stats)
     conn.close()
 
 
