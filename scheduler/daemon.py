@@ -201,7 +201,7 @@ class Daemon:
     def is_idle(self) -> bool:
         """Nothing running, nothing held locally, nothing waiting in Redis (as far as it can tell) in a
         queue that is not paused."""
-        if any(slot.busy for slot in self.pool.slots) or len(self.local) or self._pending or self._in_flight:
+        if self.pool.busy() or self.pool.waiting() or len(self.local) or self._pending or self._in_flight:
             return False
         try:
             depths = self.intake.depths()
@@ -241,8 +241,8 @@ class Daemon:
         with contextlib.suppress(redis.RedisError):
             self._finish_in_flight()
         unrun = [outcomes.put_back(job) for job in reversed(self.local.drain())]
-        # the running jobs are pushed last, so they end up first in their queues
-        unrun += [outcomes.put_back(running.job) for running in self.pool.stop_all()]
+        # the slots' jobs are pushed last, so they end up first in their queues (each in its order)
+        unrun += [outcomes.put_back(running.job) for running in reversed(self.pool.stop_all())]
         batch, self._pending = [*self._pending, *unrun], []
         self.arrivals.close()
         self._control.close()

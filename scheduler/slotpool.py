@@ -144,9 +144,10 @@ class SlotPool:
             retired.reap(block=True)
         self._retiring.clear()
         for slot in self.slots:
-            if slot.running is not None:
-                unfinished += [slot.running, *slot.waiting]
-                slot.waiting.clear()
+            held = [slot.running] if slot.running is not None else []
+            unfinished += [*held, *slot.waiting]  # waiting: never started (or never sent: a dead slot)
+            slot.waiting.clear()
+            if held:
                 slot.kill()
             else:
                 slot.stop()
@@ -158,8 +159,8 @@ class SlotPool:
         abandoned = []
         for slot in list(self.slots):
             running, slot.running = slot.running, None
-            if running is not None:
-                abandoned += [running, *slot.waiting]
+            if running is not None or slot.waiting:
+                abandoned += [*([running] if running is not None else []), *slot.waiting]
                 slot.waiting.clear()
                 self._swap(slot)
         return abandoned
