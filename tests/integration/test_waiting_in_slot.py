@@ -171,30 +171,17 @@ def test_slots_killed_while_short_jobs_wait_in_them_lose_nothing(client: redis.R
         assert kills == 3, "the drain ended before three kills: too short to prove anything"
 
 
+@pytest.mark.parametrize("signals", [1, 2], ids=["graceful", "forced"])
 def test_a_stop_while_short_jobs_wait_in_slots_puts_every_unrun_job_back(
-    client: redis.Redis, redis_url: str
+    client: redis.Redis, redis_url: str, signals: int
 ) -> None:
     with running_daemon(redis_url) as daemon:
         learn_short_jobs(client, "spin", 0.0003)
         jobs = enqueue_many(client, 6000, "spin", 0.0003)
         wait_until(lambda: client.zcard("rq:finished:p2") > 300 + 500)  # jobs wait in the slots by now
-        assert daemon.stop() == 0
-    ended = [status(client, job) for job in jobs]
-    assert ended.count(JobStatus.FINISHED) + ended.count(JobStatus.QUEUED) == len(jobs)
-    assert client.llen("rq:queue:p2") == ended.count(JobStatus.QUEUED) > 0
-    assert client.zcard("rq:wip:p2") == 0
-
-
-def test_a_forced_stop_puts_back_the_running_and_waiting_jobs_too(
-    client: redis.Redis, redis_url: str
-) -> None:
-    with running_daemon(redis_url) as daemon:
-        learn_short_jobs(client, "spin", 0.0003)
-        jobs = enqueue_many(client, 6000, "spin", 0.0003)
-        wait_until(lambda: client.zcard("rq:finished:p2") > 300 + 500)  # jobs wait in the slots by now
-        # When it is told to stop twice at once: running jobs are killed, nothing more starts
-        daemon.process.send_signal(signal.SIGTERM)
-        daemon.process.send_signal(signal.SIGTERM)
+        # When it is told to stop (twice at once: running jobs are killed too, nothing more starts)
+        for _ in range(signals):
+            daemon.process.send_signal(signal.SIGTERM)
         assert daemon.process.wait(30) == 0
     # Then every job finished or is back in its queue, none is left claimed
     ended = [status(client, job) for job in jobs]
