@@ -43,7 +43,7 @@ from adaptive_scheduler.queue import LocalQueue
 from adaptive_scheduler.redis_url import connect
 from adaptive_scheduler.rq_worker import activity_of
 from adaptive_scheduler.slotpool import SlotPool
-from adaptive_scheduler.slots import End, Running
+from adaptive_scheduler.slots import End, Running, Slot
 from adaptive_scheduler.status import DaemonStatus, gauges, publish, status_line
 from adaptive_scheduler.task_profiles import rule_of
 from adaptive_scheduler.waker import ControlWatch, Waker
@@ -134,7 +134,7 @@ class Daemon:
             self._job_ended,
             self.pulse,
             redis_url,
-            started=lambda running, slot: self.enforcer.promoted(running, slot),
+            started=self._waited_job_started,
             unrun=self._unrun,
         )
         self.enforcer = Enforcer(settings, self.governor, self.pool, planner)
@@ -493,6 +493,11 @@ class Daemon:
         one of them had the daemon call Redis in a tight loop (3,750 claims/s measured at HIGH)."""
         admitted = admitted_queues(self.governor.level)
         return self._paused_ix | frozenset(range(admitted, len(self.intake.queue_keys)))
+
+    def _waited_job_started(self, running: Running, slot: Slot) -> None:
+        """A job that waited in `slot` behind another starts: its memory base, its start metrics."""
+        self.enforcer.promoted(running, slot)
+        self.dispatcher.started(running, time.time())
 
     def _feed_slots(self, now: float, now_mono: float) -> None:
         if not self.stop_requested:  # a stopping daemon starts nothing more

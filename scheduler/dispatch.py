@@ -160,17 +160,25 @@ class Dispatcher:
 
     def _run(self, slot: Slot, running: Running, resume_state: object, now: float) -> None:
         job = running.job
+        waits = slot.busy  # it starts once the jobs before it in the slot have run (`started` then)
         slot.give(running, resume_state)
         if job.priority == Priority.P0:
             self.prefetch.p0_started(running.started_mono)
+        if not waits:
+            self.started(running, now)
+        if resume_state is not None:
+            self.counts["resumed"] += 1
+            self.metrics.job("resumed", job.priority)
+
+    def started(self, running: Running, now: float) -> None:
+        """A job starts in its slot (handed to an idle one, or next after the job it waited behind):
+        StatsD's start count and its wait since it was enqueued."""
         if self.metrics.enabled:
+            job = running.job
             self.metrics.job("started", job.priority)
             enqueued = unix_seconds(job.fields.get("enqueued_at"))
             if enqueued is not None:
                 self.metrics.waited(job.priority, now - enqueued)
-        if resume_state is not None:
-            self.counts["resumed"] += 1
-            self.metrics.job("resumed", job.priority)
 
     def _may_wait_in_slot(self, slot: Slot, call: Call, task: tasks.TaskInfo | None) -> bool:
         """Whether a job may wait in busy `slot`: only a job of a short task behind a job of a short task

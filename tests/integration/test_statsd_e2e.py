@@ -56,7 +56,8 @@ SETTINGS = {
     "ASCHED_MEMORY_BUDGET": "300MB",  # 286 MiB; the daemon holds about 46
     "ASCHED_PRESSURE_HOLD_S": "0.5",
     "ASCHED_PREEMPT_GRACE_S": "1",
-    "ASCHED_BREAKER_COOLDOWN_S": "1",  # the breaker phase's deferred job waits this long
+    "ASCHED_BREAKER_COOLDOWN_S": "4",  # the breaker phase's deferred job waits this long: over one
+    # housekeeping round (2.5 s), which publishes the status and flushes the gauges, so both show it
     "ASCHED_PERIODIC": json.dumps([{"name": "beat", "task": "heartbeat", "every_s": 1, "priority": "P3"}]),
 }
 
@@ -225,9 +226,20 @@ def breaker_phase(client: redis.Redis, down: Path) -> dict[str, Job]:
     wait_until(lambda: outcome(client, jobs["tripped"]) == "failed")
     jobs["trial"] = queue(client, 2).enqueue("tests.fixtures.jobs.fail_while", str(down))
     wait_until(lambda: outcome(client, jobs["trial"]) == "scheduled")
+    # both breakers are open now, for the cooldown at least: the daemon publishes it (and flushes the
+    # sampled `breakers.open` gauge in the same housekeeping round) before the dependency is back
+    wait_until(lambda: breakers_published(client) == 2, timeout_s=15)
     down.unlink()
     wait_until(lambda: outcome(client, jobs["trial"]) == "finished")
     return jobs
+
+
+def breakers_published(client: redis.Redis) -> int:
+    """How many breakers the daemon's last published status shows open or half-open."""
+    statuses = [
+        json.loads(raw) for raw in client.mget(list(client.scan_iter(match="asched:status:*"))) if raw
+    ]
+    return max((len(status["breakers"]) for status in statuses), default=0)
 
 
 def memory_phase(client: redis.Redis) -> dict[str, Job]:
