@@ -27,12 +27,9 @@ from rq import Queue
 from rq.registry import FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
+from bench.peers import redis_snapshot
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def redis_cpu_s(client: redis.Redis) -> float:
-    cpu = client.info("cpu")
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,13 +73,13 @@ def drain(url: str, args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
             if daemon.poll() is not None:
                 raise SystemExit(f"the daemon exited: {(tmp / 'daemon.log').read_text()[-2000:]}")
             time.sleep(0.005)
-        started, cpu_before = time.monotonic(), redis_cpu_s(client)
+        started, cpu_before = time.monotonic(), redis_snapshot(client).cpu_s
         if args.profile:
             cmd = ["py-spy", "record", "--subprocesses", "-r", "200", "-f", "raw", "-o", str(args.profile)]
             spy = subprocess.Popen([*cmd, "--pid", str(daemon.pid)], stdout=subprocess.DEVNULL)
         while finished.count < args.jobs:
             time.sleep(0.005)
-        took_s, cpu_s = time.monotonic() - started, redis_cpu_s(client) - cpu_before
+        took_s, cpu_s = time.monotonic() - started, redis_snapshot(client).cpu_s - cpu_before
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)

@@ -316,18 +316,19 @@ class Daemon:
     def _unrun(self, given: list[Running]) -> None:
         """Jobs that waited in a slot came back unrun (`SlotPool.take_back_all`): ahead of later arrivals
         in the local queue, or, if their priority was paused meanwhile, to the front of their queues."""
-        jobs = [running.job for running in given]
-        self.local.push_ahead([job for job in jobs if job.priority not in self.paused])
-        self._pending += [outcomes.put_back(job) for job in reversed(jobs) if job.priority in self.paused]
+        self._hold_locally([running.job for running in given], ahead=True)
 
-    def _hold_locally(self, jobs: list[ClaimedJob]) -> None:
-        """Push claimed jobs (most urgent first) into the local queue; those of a paused priority go back
-        to the front of their queues instead, in their order (each put-back goes to the front: last first)."""
-        back = [job for job in jobs if job.priority in self.paused]
-        for job in jobs:
-            if job.priority not in self.paused:
+    def _hold_locally(self, jobs: list[ClaimedJob], ahead: bool = False) -> None:
+        """Push claimed jobs (most urgent first) into the local queue (`ahead`: before the jobs of their
+        priority that arrived later); those of a paused priority go back to the front of their queues
+        instead, in their order (each put-back goes to the front: last first)."""
+        held = [job for job in jobs if job.priority not in self.paused]
+        if ahead:
+            self.local.push_ahead(held)
+        else:
+            for job in held:
                 self.local.push(job)
-        self._pending += [outcomes.put_back(job) for job in reversed(back)]
+        self._pending += [outcomes.put_back(job) for job in reversed(jobs) if job.priority in self.paused]
 
     # --- memory governor -------------------------------------------------------------------------
 
