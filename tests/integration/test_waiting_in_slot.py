@@ -127,7 +127,9 @@ def test_a_pause_gives_back_the_jobs_waiting_in_a_slot_in_their_order(
     # now: jobs may wait behind it) with short jobs after it
     with running_daemon(redis_url, env={"ASCHED_SLOTS": "1", "ASCHED_P0_LANE": "false"}) as daemon:
         learn_short_jobs(client, "sleep", 0)
-        long = queue(client, 2).enqueue(f"{JOBS}.sleep", 1.5)  # a job of a task known to be short
+        # a job of a task known to be short; 4 s: the 20 enqueues and the pause below must land while it
+        # runs, on a loaded CI machine too (1.5 s did not, once in about 10 suite runs)
+        long = queue(client, 2).enqueue(f"{JOBS}.sleep", 4.0)
         after = [queue(client, 2).enqueue(f"{JOBS}.sleep", 0) for _ in range(20)]
         wait_until(lambda: status(client, long) == JobStatus.STARTED)
         # When P2 is paused while the long job runs
@@ -136,7 +138,7 @@ def test_a_pause_gives_back_the_jobs_waiting_in_a_slot_in_their_order(
         # were given back unrun), and none of them runs once the long job has ended
         ids = [job.id for job in after]
         wait_until(lambda: [raw.decode() for raw in client.lrange("rq:queue:p2", 0, -1)] == ids)
-        wait_until(lambda: status(client, long) == JobStatus.FINISHED, timeout_s=5)
+        wait_until(lambda: status(client, long) == JobStatus.FINISHED, timeout_s=10)
         time.sleep(0.3)
         assert [status(client, job) for job in after] == [JobStatus.QUEUED] * 20
         assert client.zcard("rq:wip:p2") == 0
