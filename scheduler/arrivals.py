@@ -2,7 +2,9 @@
 
 A claim reports which queues it left empty; the daemon then keeps a watch on each (`waker.Waker`: a
 pending no-op `BLMOVE` that answers when the queue gets a job) and claims from a queue again only once
-its watch fired (`arrived`), unless it never looked. A watch whose connection died without a word (a
+its watch fired, unless it never looked. A queue known to hold jobs (`arrived`: its watch fired, or a
+claim left jobs in it) more urgent than every job held locally is claimed from before the next local
+job starts. A watch whose connection died without a word (a
 partition, a server no longer the master) never fires: `check_silent` finds such a queue by its depth
 at two housekeeping rounds in a row and resets its watch. The daemon decides when to claim; this keeps
 the facts it decides on.
@@ -21,7 +23,7 @@ class Arrivals:
         self._waker = waker
         self._poller = poller
         self.empty: set[int] = set()  # queues the last claim found empty (or broken: not claimed from)
-        self.arrived: set[int] = set()  # ... of those, the ones whose watch saw a job land since
+        self.arrived: set[int] = set()  # queues known to hold jobs: a watch fired, or a claim left them so
         self._unread: list[int] = []  # watches that fired, whose reply is read after the claim is sent
         self._silent: set[int] = set()  # queues with jobs whose watch did not fire (at the last round)
 
@@ -30,10 +32,24 @@ class Arrivals:
         return self.empty - self.arrived
 
     def claimed(
-        self, answered: set[int], emptied: set[int], broken: set[int], paused: frozenset[int]
+        self,
+        answered: set[int],
+        took: set[int],
+        emptied: set[int],
+        broken: set[int],
+        paused: frozenset[int],
     ) -> None:
-        """A claim's reply: the arrivals it answered are served; watch the queues it left empty."""
-        self.arrived -= answered
+        """A claim's reply: the arrivals it answered are served; watch the queues it left empty.
+
+        A claim that took jobs but left one of the queues it answered for, or took from, not empty (it
+        took as many as the local queue had room for) tells that queue still holds jobs: it stays
+        `arrived`, so the daemon claims from it again before starting a less urgent job it holds.
+        Without that, P0 jobs that landed together waited in Redis, unwatched, for the next claim a
+        finished job brought (`bench.load` at 75 %: 3-5 ms of its P0 p99) while the slots started P3
+        jobs held locally. A claim that took nothing (its lease refused) says nothing of the queues.
+        """
+        still_holding = (answered | took) - emptied - broken if took else set()
+        self.arrived = (self.arrived - answered) | still_holding
         self.empty = emptied | broken  # a broken queue is not claimed from until fixed
         for index in emptied:
             self.arm(index, paused)

@@ -409,7 +409,8 @@ class Daemon:
         self._note_missing(claim.missing)
         self._feed_slots(time.time(), time.monotonic())  # first: re-arming the waker can wait a moment
         if flight.want:
-            self.arrivals.claimed(flight.arrived, claim.emptied, claim.broken, self._paused_ix)
+            took = {int(job.priority) for job in claim.jobs}
+            self.arrivals.claimed(flight.arrived, took, claim.emptied, claim.broken, self._paused_ix)
             self._broken_queues(claim.broken)
 
     def _exchange_timed_out(self) -> None:
@@ -459,14 +460,14 @@ class Daemon:
 
     def _make_local_room(self) -> None:
         """A full local queue and a more urgent job arrived in Redis: put the least urgent one back."""
-        arrived = self.arrivals.arrived - self._paused_ix
+        arrived = self.arrivals.arrived - self._unserved()
         full = arrived and not self.local.room and not self.pool.free()
         if full and min(arrived) < self.local.tail_priority():
             self._pending.append(outcomes.put_back(self.local.pop_least_urgent()))
 
     def _urgent_arrival(self) -> bool:
         """A job arrived in a queue more urgent than every job held locally, and a claim can take it."""
-        arrived = self.arrivals.arrived - self._paused_ix
+        arrived = self.arrivals.arrived - self._unserved()
         if not arrived or not self._claimable():
             return False
         return not len(self.local) or min(arrived) < self.local.head_priority()

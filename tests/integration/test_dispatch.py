@@ -260,6 +260,30 @@ def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
     assert [fetch(client, u.id).return_value() for u in urgent] == [100, 101, 102]
 
 
+def test_p0_jobs_that_arrive_together_all_start_before_the_p3_jobs_held_locally(
+    client: redis.Redis, redis_url: str
+) -> None:
+    # Given both slots busy with P3 jobs for 2 s, more P3 jobs than the local queue holds, the lane open
+    blockers = [queue(client, 3).enqueue("tests.fixtures.jobs.sleep", 2) for _ in range(2)]
+    waiting = [queue(client, 3).enqueue("tests.fixtures.jobs.add", i, 1) for i in range(8)]
+    with running_daemon(redis_url, env={"ASCHED_LOCAL_QUEUE_DEPTH": "3"}) as daemon:
+        wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.STARTED for j in blockers))
+        wait_until(lambda: "P0 lane opened: every slot is busy" in daemon.output())
+        wait_until(lambda: client.llen("rq:queue:p3") == 5)  # 3 held locally
+        # When four P0 jobs of 1.5 s land at once (one pipeline: the waker fires once)
+        p0 = queue(client, 0)
+        urgent = p0.enqueue_many([p0.prepare_data("tests.fixtures.jobs.sleep", (1.5,)) for _ in range(4)])
+        # Then all four are claimed at once (the lane runs one, three wait locally ahead of the P3 jobs)
+        wait_until(lambda: client.llen("rq:queue:p0") == 0, timeout_s=1.0)
+        wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in waiting), 20)
+        wait_until(lambda: all(fetch(client, u.id).get_status() == JobStatus.FINISHED for u in urgent), 10)
+    # And the lane and the slots, as the blockers end, start every P0 job before any P3 job
+    last_p0 = max(fetch(client, u.id).started_at for u in urgent)
+    first_p3 = min(fetch(client, j.id).started_at for j in waiting)
+    assert last_p0 < first_p3, (last_p0, first_p3)
+    assert [fetch(client, j.id).return_value() for j in waiting] == [i + 1 for i in range(8)]
+
+
 def test_a_queue_key_that_is_not_a_list_is_reported_and_the_other_queues_are_served(
     client: redis.Redis, redis_url: str
 ) -> None:
