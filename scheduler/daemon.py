@@ -361,7 +361,6 @@ class Daemon:
         first, so that job is the next to start.
         """
         now_mono = time.monotonic()
-        self._make_local_room()
         if not self._urgent_arrival():
             self._feed_slots(now, now_mono)
             self._make_room_for_p0(now_mono)
@@ -369,12 +368,17 @@ class Daemon:
             self._send_exchange(now)
 
     def _claimable(self) -> int:
-        """How many jobs a claim may take now: local room plus one per free slot."""
+        """How many jobs a claim may take now: local room plus one per free slot; at least one while a
+        queue more urgent than every job held locally holds jobs (the local queue then holds one over
+        its depth, rather than the least urgent job going back to Redis to make room: a put-back and a
+        claim again cost Redis two writes, and the room came only as the queue fell below its depth,
+        which shrinks as P0 jobs arrive: measured at 75 % load, a P0 job claimed 2.5 ms late behind 14
+        jobs held locally)."""
         if self.stop_requested:
             return 0
         calm = self.governor.level is Level.NORMAL
         self.local.depth = self.prefetch.depth(calm, time.monotonic())
-        return self.local.room + len(self.pool.free())
+        return (self.local.room + len(self.pool.free())) or int(self._more_urgent_in_redis())
 
     def _send_exchange(self, now: float) -> None:
         want = self._claimable()
@@ -458,19 +462,15 @@ class Daemon:
         if self._in_flight is not None:
             self._on_exchange_reply()
 
-    def _make_local_room(self) -> None:
-        """A full local queue and a more urgent job arrived in Redis: put the least urgent one back."""
+    def _more_urgent_in_redis(self) -> bool:
+        """A queue this daemon serves now holds jobs (`Arrivals.arrived`) more urgent than every job
+        held locally."""
         arrived = self.arrivals.arrived - self._unserved()
-        full = arrived and not self.local.room and not self.pool.free()
-        if full and min(arrived) < self.local.tail_priority():
-            self._pending.append(outcomes.put_back(self.local.pop_least_urgent()))
+        return bool(arrived) and (not len(self.local) or min(arrived) < self.local.head_priority())
 
     def _urgent_arrival(self) -> bool:
         """A job arrived in a queue more urgent than every job held locally, and a claim can take it."""
-        arrived = self.arrivals.arrived - self._unserved()
-        if not arrived or not self._claimable():
-            return False
-        return not len(self.local) or min(arrived) < self.local.head_priority()
+        return self._more_urgent_in_redis() and self._claimable() > 0
 
     def _exchange_due(self, now_mono: float) -> bool:
         """Whether to call Redis now: a full or aged batch to settle, room to fill, an urgent arrival."""

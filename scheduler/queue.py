@@ -60,17 +60,6 @@ class LocalQueue:
         """Put a popped entry back where it was (a job that must wait keeps its turn)."""
         heapq.heappush(self._heap, entry)
 
-    def tail_priority(self) -> int:
-        """Priority of the least urgent job held. ValueError when empty."""
-        return max(priority for priority, _, _ in self._heap)
-
-    def pop_least_urgent(self) -> ClaimedJob:
-        """Remove and return the least urgent, newest job (to make room for a more urgent one)."""
-        worst = max(self._heap)
-        self._heap.remove(worst)
-        heapq.heapify(self._heap)
-        return worst[2]
-
     def drain(self) -> list[ClaimedJob]:
         """Remove and return every job, most urgent first."""
         jobs = list(self)

@@ -46,15 +46,6 @@ def test_pops_come_out_sorted_by_priority_and_stable_within_one(priorities: list
     assert queue.counts() == dict.fromkeys(Priority, 0)
 
 
-def test_the_least_urgent_newest_job_makes_room() -> None:
-    queue = LocalQueue(depth=3)
-    for job_id, priority in [("a", 3), ("b", 1), ("c", 3)]:
-        queue.push(job(job_id, priority))
-    assert queue.tail_priority() == 3
-    assert queue.pop_least_urgent().id == "c"
-    assert [queue.pop().id for _ in range(2)] == ["b", "a"]
-
-
 def test_jobs_given_back_unrun_go_ahead_of_later_arrivals_in_their_order() -> None:
     queue = LocalQueue(depth=10)
     later = [job(f"later{i}", Priority.P2) for i in range(2)]
