@@ -27,10 +27,11 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 
+import psutil
 import redis
 from adaptive_scheduler.redis_server import RedisServer
 
@@ -52,6 +53,8 @@ from bench.peers import (
     Driver,
     PeerSpec,
     consumer_env,
+    cpu_snapshot,
+    cpu_spent_s,
     drain,
     percentile,
     start_consumers,
@@ -124,6 +127,8 @@ class LevelResult:
     loadavg_1m: float  # the machine's, at the end of the level (others' work included)
     ran_twice: int = 0  # jobs of this level stamped more than once
     producer_send_p99_ms: float = 0.0  # the slowest producer's p99 time to send (enqueue round trips)
+    # CPU per job started: consumers (job included), redis, producers (their sends); until all stamped
+    cpu_us_per_job: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -187,17 +192,22 @@ def run_level(
         for i in range(args.producers)
     ]
     before = {role: runqueue.read(pids) for role, pids in watched.items()}
+    procs = {role: [psutil.Process(pid) for pid in pids] for role, pids in watched.items()}
+    cpu_before = {role: cpu_snapshot(ps) for role, ps in procs.items()}
     _, stats = run_producers(plans)
     waits = {role: runqueue.totals(before[role], runqueue.read(pids)) for role, pids in watched.items()}
     waits["producers"] = (sum(s.wait_ns for s in stats), sum(s.slices for s in stats))
     sent = sum(s.jobs for s in stats)
     wait_for_stamps(stamp_r, sent, timeout_s=30.0)
+    cpu_s = {role: cpu_spent_s(cpu_before[role], cpu_snapshot(ps)) for role, ps in procs.items()}
+    cpu_s["producers"] = sum(s.cpu_s for s in stats)
     time.sleep(QUIET_S)
     # this level's jobs only (a late stamp of an earlier phase is not counted), each once
     ours = [stamp for stamp in read_stamps(stamp_r) if stamp.tag.startswith(f"{load_pct}p")]
     stamps = list({stamp.tag: stamp for stamp in ours}.values())
     result = summarise(system, load_pct, rate, args.seconds, stats, stamps, waits)
-    result = replace(result, ran_twice=len(ours) - len(stamps))
+    per_job = {role: 1e6 * spent / max(1, len(stamps)) for role, spent in cpu_s.items()}
+    result = replace(result, ran_twice=len(ours) - len(stamps), cpu_us_per_job=per_job)
     print(row_text(result, capacity), flush=True)
     return result
 
@@ -248,6 +258,7 @@ HEAD = (
     "prod lag p99",
     "send p99",
     "CPU wait c/r/p us",
+    "CPU/job c/r/p us",
     "load avg",
     "prio",
     "n",
@@ -272,10 +283,11 @@ def table_rows(result: LevelResult) -> list[tuple[str, ...]]:
                 f"{result.producer_lag_p99_ms:.1f} ms",
                 f"{result.producer_send_p99_ms:.1f} ms",
                 "/".join(fmt0(result.cpu_wait_us.get(k)) for k in ("consumers", "redis", "producers")),
+                "/".join(fmt0(result.cpu_us_per_job.get(k)) for k in ("consumers", "redis", "producers")),
                 f"{result.loadavg_1m:.1f}",
             )
             if i == 0
-            else ("",) * 9
+            else ("",) * 10
         )
         figures = (fmt(pct.p50_ms), fmt(pct.p99_ms), fmt(pct.p999_ms), fmt(pct.call_p99_ms))
         rows.append((*lead, prio, f"{pct.n}", *figures))
@@ -428,7 +440,9 @@ def report(
         "inside 'p99 from call'); "
         "'CPU wait c/r/p' = mean wait for a core per timeslice (run queue, /proc/<pid>/schedstat) of "
         "the consumer processes, the job Redis "
-        f"and the producers; 'load avg' = the machine's 1-min load average; redis-server {redis_version}, "
+        "and the producers; 'CPU/job c/r/p' = CPU seconds the consumers (the 1 ms job included), the job "
+        "Redis and the producers spent per job started, from the level's start to its last stamp; "
+        f"'load avg' = the machine's 1-min load average; redis-server {redis_version}, "
         f"rq {version('rq')}, Python {sys.version.split()[0]}; started {stamp}, {took_s:.0f} s in all)",
     ]
     text = "\n".join(lines)
