@@ -119,6 +119,9 @@ class Daemon:
         self.pauses: dict[Priority, controls.Pause] = {}  # as last read from Redis (some may have run out)
         self.paused: frozenset[Priority] = frozenset()  # the priorities not claimed from now
         self._paused_ix: frozenset[int] = frozenset()  # ... as queue indexes
+        # (level, paused indexes) -> the queues not served: see `_unserved`
+        no_queue: frozenset[int] = frozenset()
+        self._unserved_for: tuple[Level | None, frozenset[int], frozenset[int]] = (None, no_queue, no_queue)
         self._pending: list[Settlement] = []
         self._unsure = False  # an exchange's reply was lost: reconcile claims at the next one
         self._in_flight: InFlight | None = None
@@ -492,9 +495,14 @@ class Daemon:
     def _unserved(self) -> frozenset[int]:
         """Queues a claim may not take from now: paused, or beyond what the memory level admits. A claim
         never looks at them, so never finds them empty: without this, a free slot and a job waiting in
-        one of them had the daemon call Redis in a tight loop (3,750 claims/s measured at HIGH)."""
-        admitted = admitted_queues(self.governor.level)
-        return self._paused_ix | frozenset(range(admitted, len(self.intake.queue_keys)))
+        one of them had the daemon call Redis in a tight loop (3,750 claims/s measured at HIGH).
+        Asked several times a tick: kept until the level or the pauses change."""
+        level, paused, unserved = self._unserved_for
+        if level is not self.governor.level or paused is not self._paused_ix:
+            admitted = admitted_queues(self.governor.level)
+            unserved = self._paused_ix | frozenset(range(admitted, len(self.intake.queue_keys)))
+            self._unserved_for = (self.governor.level, self._paused_ix, unserved)
+        return unserved
 
     def _waited_job_started(self, running: Running, slot: Slot) -> None:
         """A job that waited in `slot` behind another starts: its memory base, its start metrics."""

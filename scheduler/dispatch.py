@@ -75,6 +75,13 @@ class Dispatcher:
         A job that does not fit yet keeps its place in the local queue while jobs behind it that fit go
         ahead (`admission`); one that waited too long stops the others from overtaking it.
         """
+        if len(self.local):  # the daemon asks at every turn of its loop, mostly with nothing to hand over
+            self._hand_over(now, now_mono)
+        if self.settings.p0_lane and self.pool.lane is None and self.pool.saturated():
+            # open it now, while nothing waits for it: a P0 job arriving next should not wait for a fork
+            self.pool.open_lane(now_mono, "every slot is busy")
+
+    def _hand_over(self, now: float, now_mono: float) -> None:
         waiting: list[Entry] = []
         behind = self._behind()
         try:  # every idle slot gets a job before any job waits in a busy one
@@ -84,9 +91,6 @@ class Dispatcher:
         finally:
             for entry in waiting:
                 self.local.restore(entry)
-        if self.settings.p0_lane and self.pool.lane is None and self.pool.saturated():
-            # open it now, while nothing waits for it: a P0 job arriving next should not wait for a fork
-            self.pool.open_lane(now_mono, "every slot is busy")
 
     def _behind(self) -> int:
         """How many short jobs may wait in each slot behind its running job this round."""

@@ -16,7 +16,7 @@ from adaptive_scheduler.governor.admission import Candidate, Decision, Room
 from adaptive_scheduler.governor.monitor import MemorySample
 from adaptive_scheduler.governor.profile_store import ProfileStore
 from adaptive_scheduler.governor.victim import Kind, Runner
-from adaptive_scheduler.model import ClaimedJob
+from adaptive_scheduler.model import ClaimedJob, Priority
 from adaptive_scheduler.slots import Running
 from adaptive_scheduler.tasks.registry import TaskInfo
 from loguru import logger
@@ -61,8 +61,8 @@ class Planner:
         now_mono: float,
     ) -> Decision:
         """Whether `job` may start beside `running`, by the last reading."""
-        if sample is None:
-            return Decision.START
+        if sample is None or job.priority == Priority.P0 or not running:
+            return Decision.START  # as `admission.decide` would say, without a prediction to compute
         need = self.store.predict(func_path, now)
         candidate = Candidate(job.priority, need, now_mono - job.claimed_at)
         room = Room(
