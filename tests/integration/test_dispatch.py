@@ -263,8 +263,8 @@ def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
 def test_p0_jobs_that_arrive_together_all_start_before_the_p3_jobs_held_locally(
     client: redis.Redis, redis_url: str
 ) -> None:
-    # Given both slots busy with P3 jobs for 2 s, more P3 jobs than the local queue holds, the lane open
-    blockers = [queue(client, 3).enqueue("tests.fixtures.jobs.sleep", 2) for _ in range(2)]
+    # Given both slots busy with P3 jobs for 4 s, more P3 jobs than the local queue holds, the lane open
+    blockers = [queue(client, 3).enqueue("tests.fixtures.jobs.sleep", 4) for _ in range(2)]
     waiting = [queue(client, 3).enqueue("tests.fixtures.jobs.add", i, 1) for i in range(8)]
     with running_daemon(redis_url, env={"ASCHED_LOCAL_QUEUE_DEPTH": "3"}) as daemon:
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.STARTED for j in blockers))
@@ -273,6 +273,7 @@ def test_p0_jobs_that_arrive_together_all_start_before_the_p3_jobs_held_locally(
         # When four P0 jobs of 1.5 s land at once (one pipeline: the waker fires once)
         p0 = queue(client, 0)
         urgent = p0.enqueue_many([p0.prepare_data("tests.fixtures.jobs.sleep", (1.5,)) for _ in range(4)])
+        assert all(fetch(client, j.id).get_status() == JobStatus.STARTED for j in blockers)  # still busy
         wait_until(lambda: all(fetch(client, j.id).get_status() == JobStatus.FINISHED for j in waiting), 20)
         wait_until(lambda: all(fetch(client, u.id).get_status() == JobStatus.FINISHED for u in urgent), 10)
     # Then the lane and the slots, as the blockers end, start every P0 job before any P3 job held
