@@ -1,5 +1,5 @@
-"""The daemon: its loop and the composition of intake (Redis), local queue, dispatcher (jobs to slots),
-governor (memory) and slots.
+"""The daemon: its loop and the composition of intake (Redis), exchange (the settle-and-claim calls),
+local queue, dispatcher (jobs to slots), governor (memory) and slots.
 
 Shape: `startup()`, then `tick()` until a stop is asked, then `shutdown()`. One thread owns all state
 (there are no others). Each tick: wait (at most one cadence) for a slot outcome, a dead slot or a
@@ -15,7 +15,6 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis
@@ -24,17 +23,18 @@ from adaptive_scheduler.arrivals import Arrivals
 from adaptive_scheduler.breaker import BreakerRules, Breakers
 from adaptive_scheduler.dispatch import Dispatcher
 from adaptive_scheduler.events import Poller
+from adaptive_scheduler.exchange import Exchange, InFlight
 from adaptive_scheduler.governor import Governor, release_daemon_memory
 from adaptive_scheduler.governor.enforcer import Enforcer
 from adaptive_scheduler.governor.planner import Planner
 from adaptive_scheduler.governor.policy import admitted_queues
 from adaptive_scheduler.governor.pressure import Level
 from adaptive_scheduler.governor.profile_store import ProfileStore
-from adaptive_scheduler.intake import RENEW_SLACK_S, Intake
+from adaptive_scheduler.intake import RENEW_SLACK_S, Claim, Intake
 from adaptive_scheduler.lease import LeaseClock, Renewal
 from adaptive_scheduler.master_watch import watch_master
 from adaptive_scheduler.metrics import Metrics
-from adaptive_scheduler.model import ClaimedJob, Priority, Settlement
+from adaptive_scheduler.model import ClaimedJob, Priority
 from adaptive_scheduler.notify import Notifier
 from adaptive_scheduler.periodic import Periodic
 from adaptive_scheduler.prefetch import Prefetch
@@ -53,22 +53,10 @@ if TYPE_CHECKING:
     from adaptive_scheduler.settings import Settings
 
 TICK_S = 0.1
-EXCHANGE_TIMEOUT_S = 5.0  # the client's socket timeout: a reply later than this is not coming
 FLUSH_S = 0.005  # a settled job reaches Redis at most this late (or when a batch fills); 2 ms cost 13 %
 # more daemon CPU per job under a steady load of 1 ms jobs (bench.load at 75 %: ~296 -> ~257 µs/job)
 REFILL_AT = 4  # claim when the local queue has room for this many jobs (bigger batches: each call
 # has a fixed cost in the daemon and in Redis; the reply comes back before the slots run dry)
-
-
-@dataclass(frozen=True, slots=True)
-class InFlight:
-    """The exchange sent to Redis whose reply has not been read yet."""
-
-    batch: list[Settlement]
-    want: int
-    arrived: set[int]  # the arrivals it answers for
-    fd: int
-    sent_mono: float = 0.0
 
 
 def new_daemon_id() -> str:
@@ -123,18 +111,16 @@ class Daemon:
         # (level, paused indexes) -> the queues not served: see `_unserved`
         no_queue: frozenset[int] = frozenset()
         self._unserved_for: tuple[Level | None, frozenset[int], frozenset[int]] = (None, no_queue, no_queue)
-        self._pending: list[Settlement] = []
-        self._unsure = False  # an exchange's reply was lost: reconcile claims at the next one
-        self._in_flight: InFlight | None = None
         self._next_housekeeping = 0.0
         self._poller = Poller()
         self.arrivals = Arrivals(Waker(self.client, self.intake.queue_keys), self._poller)
+        self.exchange = Exchange(self.intake, self._poller, self.counts, self.metrics, self._claimed)
         self.pulse = Pulse()
         self.pool = SlotPool(
             settings,
             self._poller,
             self.governor.monitor,
-            self._settle_later,
+            self.exchange.settle_later,
             self._job_ended,
             self.pulse,
             redis_url,
@@ -152,9 +138,9 @@ class Daemon:
             self.breakers,
             self.metrics,
             self.counts,
-            self._settle_later,
+            self.exchange.settle_later,
         )
-        self.log = self.dispatcher.log = logger.bind(daemon=self.id)
+        self.log = self.dispatcher.log = self.exchange.log = logger.bind(daemon=self.id)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -205,7 +191,8 @@ class Daemon:
     def is_idle(self) -> bool:
         """Nothing running, nothing held locally, nothing waiting in Redis (as far as it can tell) in a
         queue that is not paused."""
-        if self.pool.busy() or self.pool.waiting() or len(self.local) or self._pending or self._in_flight:
+        busy = self.pool.busy() or self.pool.waiting() or len(self.local)
+        if busy or self.exchange.pending or self.exchange.in_flight:
             return False
         try:
             depths = self.intake.depths()
@@ -216,11 +203,10 @@ class Daemon:
 
     def tick(self) -> bool:
         """One turn of the loop; returns True once the daemon may shut down."""
-        self._poller.wait(FLUSH_S if self._pending else min(TICK_S, self.governor.interval_s))
+        self._poller.wait(FLUSH_S if self.exchange.pending else min(TICK_S, self.governor.interval_s))
         now, now_mono = time.time(), time.monotonic()
         self.pulse.beat(now_mono)
-        if self._in_flight is not None and now_mono - self._in_flight.sent_mono > EXCHANGE_TIMEOUT_S:
-            self._exchange_timed_out()
+        self.exchange.check_timeout(now_mono)
         if self.lease.in_doubt(now_mono):
             self._next_housekeeping = 0.0  # renew now: until it answers, nothing starts or is written
         else:
@@ -243,16 +229,16 @@ class Daemon:
     def shutdown(self) -> None:
         """Put back what did not run, stop slots and waker, release the lease."""
         with contextlib.suppress(redis.RedisError):
-            self._finish_in_flight()
+            self.exchange.finish()
         unrun = [outcomes.put_back(job) for job in reversed(self.local.drain())]
         # the slots' jobs are pushed last, so they end up first in their queues (each in its order)
         unrun += [outcomes.put_back(running.job) for running in reversed(self.pool.stop_all())]
-        batch, self._pending = [*self._pending, *unrun], []
+        batch = [*self.exchange.take_pending(), *unrun]
         self.arrivals.close()
         self._control.close()
         try:
             written = self.intake.exchange(batch, 0, time.time())
-            self._count(batch, written.stale, written.damaged)
+            self.exchange.count(batch, written.stale, written.damaged)
             self.intake.release_lease()
         except redis.RedisError as exc:
             if batch:
@@ -332,7 +318,9 @@ class Daemon:
         else:
             for job in held:
                 self.local.push(job)
-        self._pending += [outcomes.put_back(job) for job in reversed(jobs) if job.priority in self.paused]
+        for job in reversed(jobs):
+            if job.priority in self.paused:
+                self.exchange.settle_later(outcomes.put_back(job))
 
     # --- memory governor -------------------------------------------------------------------------
 
@@ -360,7 +348,7 @@ class Daemon:
         """Hand local jobs to free slots and, when due, send a settle-and-claim call to Redis.
 
         Slots do not wait for Redis while the local queue holds work: the call goes out after the
-        hand-over, for a batch, and its reply is read when it arrives (`_on_exchange_reply`). The
+        hand-over, for a batch, and its reply is read when it arrives (`Exchange.on_reply`). The
         exception is a more urgent job that arrived in Redis (the waker says so): then the claim comes
         first, so that job is the next to start.
         """
@@ -368,7 +356,7 @@ class Daemon:
         if not self._urgent_arrival():
             self._feed_slots(now, now_mono)
             self._make_room_for_p0(now_mono)
-        if self._in_flight is None and self._exchange_due(now_mono):
+        if self.exchange.in_flight is None and self._exchange_due(now_mono):
             self._send_exchange(now)
 
     def _claimable(self) -> int:
@@ -385,60 +373,18 @@ class Daemon:
         return (self.local.room + len(self.pool.free())) or int(self._more_urgent_in_redis())
 
     def _send_exchange(self, now: float) -> None:
-        want = self._claimable()
-        batch, self._pending = self._pending, []
-        try:
-            fd = self.intake.send_exchange(
-                batch, want, now, admitted_queues(self.governor.level), self._paused_ix
-            )
-        except redis.RedisError:
-            self._pending = batch + self._pending
-            raise
-        self._in_flight = InFlight(batch, want, set(self.arrivals.arrived), fd, time.monotonic())
-        self._poller.add(fd, self._on_exchange_reply)
+        queues = admitted_queues(self.governor.level)
+        self.exchange.send(self._claimable(), now, queues, self._paused_ix, self.arrivals.arrived)
 
-    def _on_exchange_reply(self) -> None:
-        flight, self._in_flight = self._in_flight, None
-        assert flight is not None
-        self._poller.remove(flight.fd)
-        try:
-            claim = self.intake.receive_exchange()
-        except redis.RedisError:
-            # The reply is lost, not necessarily the call: keep the outcomes to write again (at worst
-            # a duplicate result entry) and put back any claim we never heard of once Redis answers.
-            self._pending = flight.batch + self._pending
-            self._unsure = True
-            raise
-        self._count(flight.batch, claim.stale, claim.damaged)
-        self._note_damaged(claim.damaged)
+    def _claimed(self, claim: Claim, flight: InFlight) -> None:
+        """An exchange's reply: hold the jobs it claimed (reconciling first if a reply was lost), hand
+        them to slots, and learn which queues it left empty or not."""
         self._hold_locally(claim.jobs)
-        if self._unsure:  # after the push: the jobs this reply claimed are held, not lost
-            self._reconcile()
-        self._note_missing(claim.missing)
+        self.exchange.reconcile_if_unsure(self._held_executions())  # after the push: they are held
         self._feed_slots(time.time(), time.monotonic())  # first: re-arming the waker can wait a moment
         if flight.want:
             took = {int(job.priority) for job in claim.jobs}
             self.arrivals.claimed(flight.arrived, took, claim.emptied, claim.broken, self._paused_ix)
-            self._broken_queues(claim.broken)
-
-    def _exchange_timed_out(self) -> None:
-        """No reply to the exchange in flight: its connection died without a word (a partition) or
-        hangs. Drop it (the next call connects afresh), keep the outcomes to write again, and reconcile
-        the claims at the next reply, as when a reply is lost."""
-        self._drop_exchange()
-        self.log.warning(
-            "no reply to the exchange within {:g} s: connection dropped, retrying", EXCHANGE_TIMEOUT_S
-        )
-
-    def _drop_exchange(self) -> None:
-        """Drop the exchange's connection, and its call in flight if any (its outcomes are written again,
-        its claims reconciled at the next reply)."""
-        flight, self._in_flight = self._in_flight, None
-        if flight is not None:
-            self._poller.remove(flight.fd)
-            self._pending = flight.batch + self._pending
-        self.intake.drop_exchange_connection()
-        self._unsure = True
 
     def _check_master(self) -> None:
         """Behind Sentinel: if the server this daemon exchanges with is not the one the sentinels name
@@ -450,7 +396,7 @@ class Daemon:
         current = self.intake.exchange_address()
         if current is None or named == current:
             return
-        self._drop_exchange()
+        self.exchange.drop()
         for index in range(len(self.intake.queue_keys)):
             self.arrivals.reset(index)
         self.client.connection_pool.disconnect()
@@ -460,11 +406,6 @@ class Daemon:
             *named,
             *current,
         )
-
-    def _finish_in_flight(self) -> None:
-        """Wait for the reply of the exchange in flight, if any (at stop)."""
-        if self._in_flight is not None:
-            self._on_exchange_reply()
 
     def _more_urgent_in_redis(self) -> bool:
         """A queue this daemon serves now holds jobs (`Arrivals.arrived`) more urgent than every job
@@ -479,10 +420,7 @@ class Daemon:
     def _exchange_due(self, now_mono: float) -> bool:
         """Whether to call Redis now: a full or aged batch to settle, room to fill, an urgent arrival."""
         batch = max(REFILL_AT, self.local.depth // 2)  # short jobs: a deeper queue, bigger batches
-        if self._pending and (
-            len(self._pending) >= max(2 * len(self.pool.slots), batch)
-            or now_mono - self._pending[0].noted_mono >= FLUSH_S
-        ):
+        if self.exchange.flush_due(now_mono, max(2 * len(self.pool.slots), batch), FLUSH_S):
             return True
         if self.stop_requested:
             return False
@@ -528,31 +466,6 @@ class Daemon:
         self.enforcer.ended(running, end, now)
         if self.metrics.enabled and end in (End.FINISHED, End.FAILED):
             self.metrics.ran(running.task.name if running.task else running.call.func_path, seconds)
-
-    def _settle_later(self, settlement: Settlement) -> None:
-        """Queue an outcome for the next exchange (the list object is swapped at each one)."""
-        self._pending.append(settlement)
-
-    def _count(
-        self, batch: list[Settlement], stale: list[str] | None = None, damaged: list[str] | None = None
-    ) -> None:
-        """Count what the exchange wrote; outcomes it dropped (stale by fencing, or for a damaged job
-        hash) are counted apart."""
-        dropped = {*(stale or ()), *(damaged or ())}
-        for item in batch:
-            if item.job.id in dropped:
-                continue
-            name = outcomes.count_name(item.outcome)
-            self.counts[name] += 1
-            self.metrics.job(name, item.job.priority)
-        if stale:
-            self.counts["stale"] += len(stale)
-            self.log.warning(
-                "dropped {} stale outcomes: their claims are no longer this daemon's (reclaimed by "
-                "another daemon, or lost with Redis' data): {}",
-                len(stale),
-                stale[:10],
-            )
 
     # --- housekeeping ----------------------------------------------------------------------------
 
@@ -606,13 +519,13 @@ class Daemon:
         id, so that nothing of the old one is ever mistaken for the new one's."""
         running = self.pool.abandon()
         local = self.local.drain()
-        pending, self._pending = self._pending, []
+        pending = self.exchange.take_pending()
         self.counts["stale"] += len(pending)
         old, self.id = self.id, new_daemon_id()
         proctitle.set_title(f"daemon {self.id}")
         self.intake.rejoin(self.id)
         self.lease.renewed(time.monotonic())
-        self.log = self.dispatcher.log = logger.bind(daemon=self.id)
+        self.log = self.dispatcher.log = self.exchange.log = logger.bind(daemon=self.id)
         self.log.error(
             "lease lost: daemon {} was away for over {:g} s and another daemon reclaimed its jobs; "
             "stopped {} running jobs, dropped {} held locally and {} unwritten outcomes (their jobs are "
@@ -633,7 +546,7 @@ class Daemon:
         since a Redis that restarted or failed over may have lost writes it had acknowledged (a settle
         lost there leaves a claim this daemon no longer holds: it goes back to its queue)."""
         self.intake.reclaim_after = time.monotonic() + self.settings.lease_ttl_s + RENEW_SLACK_S
-        self._unsure = True
+        self.exchange.unsure = True
 
     def _housekeeping_writes(self, pipe: redis.client.Pipeline) -> None:
         now, now_mono = time.time(), time.monotonic()
@@ -644,44 +557,16 @@ class Daemon:
         self.intake.worker.heartbeat(pipe, activity_of(self, now, now_mono), now)
         self.profiles.write(pipe)
 
-    def _reconcile(self) -> None:
+    def _held_executions(self) -> list[str]:
+        """The executions this daemon holds: local, running, waiting in slots, ended but not written."""
         held = [job.execution_id for job in self.local]
         held += [slot.running.job.execution_id for slot in self.pool.slots if slot.running is not None]
         held += [running.job.execution_id for running in self.pool.waiting()]
-        held += [item.job.execution_id for item in self._pending]  # ended, outcome not yet written
-        recovered = self.intake.reconcile(held)
-        self._unsure = False
-        if recovered:
-            self.log.warning("put back {} claims whose reply was lost: {}", len(recovered), recovered[:10])
+        return held + [item.job.execution_id for item in self.exchange.pending]
 
     def _log_recovered(self, recovered: list[str]) -> None:
         if recovered:
             self.log.warning("recovered {} jobs of dead daemons: {}", len(recovered), recovered[:10])
-
-    def _broken_queues(self, broken: set[int]) -> None:
-        for index in broken:
-            self.log.error(
-                "queue key {} is not a list (another application's key?): its jobs are not served until "
-                "it is fixed or deleted",
-                self.intake.queue_keys[index],
-            )
-
-    def _note_damaged(self, damaged: list[str]) -> None:
-        if damaged:
-            self.counts["dropped"] += len(damaged)
-            self.log.error(
-                "dropped the outcomes of {} jobs whose hash was deleted or replaced by another type of key "
-                "while they ran (nothing written for them; the rest of the batch was): {}",
-                len(damaged),
-                damaged[:10],
-            )
-
-    def _note_missing(self, missing: list[str]) -> None:
-        if missing:
-            self.counts["dropped"] += len(missing)
-            self.log.warning(
-                "dropped {} queued ids whose job hash is gone (expired ttl or deleted)", len(missing)
-            )
 
     def _status(self) -> DaemonStatus:
         return DaemonStatus.of(self)

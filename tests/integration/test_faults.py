@@ -285,10 +285,10 @@ def test_the_reply_that_ends_an_outage_keeps_the_jobs_it_claimed(client: redis.R
     daemon = Daemon(load_settings(), redis_url)
     try:
         daemon.intake.announce()
-        daemon._unsure = True
+        daemon.exchange.unsure = True
         # When Redis answers again, with jobs claimed in that reply
         daemon._send_exchange(time.time())
-        daemon._on_exchange_reply()
+        daemon.exchange.on_reply()
         # Then they are the daemon's to run, not put back in the queue as well (they would run twice)
         assert [job.id for job in daemon.local] == ids
         assert client.llen("rq:queue:p1") == 0 and client.zcard("rq:wip:p1") == 3
@@ -331,18 +331,20 @@ def test_a_job_that_ends_while_that_reply_is_in_flight_is_not_put_back(
     try:
         daemon.intake.announce()
         daemon._send_exchange(time.time())
-        daemon._on_exchange_reply()
+        daemon.exchange.on_reply()
         running = daemon.local.pop()  # handed to a slot
-        daemon._unsure = True
+        daemon.exchange.unsure = True
         # When the job ends while the next exchange is in flight, and that reply comes
         daemon._send_exchange(time.time())
         now = time.time()
-        daemon._settle_later(outcomes.finished(running, daemon.dispatcher.defaults, b"null", now, now))
-        daemon._on_exchange_reply()
+        daemon.exchange.settle_later(
+            outcomes.finished(running, daemon.dispatcher.defaults, b"null", now, now)
+        )
+        daemon.exchange.on_reply()
         # Then it is not put back in its queue as well (it would run again), and it is settled once
         assert client.llen("rq:queue:p1") == 0
         daemon._send_exchange(time.time())
-        daemon._on_exchange_reply()
+        daemon.exchange.on_reply()
         assert status(client, job_id) == JobStatus.FINISHED and client.llen("rq:queue:p1") == 0
         assert not len(daemon.local)
     finally:
