@@ -103,6 +103,7 @@ class Sample:
     pressure: float
     redis_keys: int
     redis_mib: float
+    child_titles: list[str] = field(default_factory=list)  # the live children, to tell which one leaked
 
 
 @dataclass
@@ -188,7 +189,15 @@ def sample(daemon: psutil.Process, client: redis.Redis, t: float) -> Sample:
         pressure,
         int(client.dbsize()),
         round(client.info("memory")["used_memory"] / MIB, 1),
+        sorted(_title(c) for c in children if _status(c) not in (psutil.STATUS_ZOMBIE, "gone")),
     )
+
+
+def _title(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline()).strip()
+    except psutil.Error:
+        return "gone"
 
 
 def _status(proc: psutil.Process) -> str:
@@ -443,6 +452,7 @@ def summarize(report: dict[str, Any], config: Config) -> dict[str, Any]:
         "fds": _range(after_warm, "fds", warm, load_end),
         "threads": _range(after_warm, "threads", warm, load_end),
         "children": _range(after_warm, "children", warm, load_end),
+        "children_at_most": max(after_warm, key=lambda s: s.children).child_titles,
         "zombies_max": max(s.zombies for s in samples),
         "ended": ended,
         "waiting": waiting,
