@@ -380,7 +380,8 @@ class Daemon:
         """An exchange's reply: hold the jobs it claimed (reconciling first if a reply was lost), hand
         them to slots, and learn which queues it left empty or not."""
         self._hold_locally(claim.jobs)
-        self.exchange.reconcile_if_unsure(self._held_executions())  # after the push: they are held
+        if self.exchange.unsure:  # after the push: the jobs this reply claimed are held, not lost
+            self.exchange.reconcile(self._held_executions())
         self._feed_slots(time.time(), time.monotonic())  # first: re-arming the waker can wait a moment
         if flight.want:
             took = {int(job.priority) for job in claim.jobs}

@@ -97,11 +97,9 @@ class Exchange:
         if flight.want:
             self._note_broken(claim.broken)
 
-    def reconcile_if_unsure(self, held_executions: list[str]) -> None:
-        """After a lost reply, put back this daemon's claims that it does not hold (call it once the
-        jobs of the reply just read are held, so they are not taken for lost)."""
-        if not self.unsure:
-            return
+    def reconcile(self, held_executions: list[str]) -> None:
+        """After a lost reply (`unsure`), put back this daemon's claims that it does not hold (call it
+        once the jobs of the reply just read are held, so they are not taken for lost)."""
         recovered = self.intake.reconcile(held_executions)
         self.unsure = False
         if recovered:
