@@ -391,7 +391,7 @@ def from_json(path: Path) -> list[SystemResult]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="per load level (default 30)")
-    parser.add_argument("--levels", type=int, nargs="+", default=[25, 50, 75, 90], help="% of capacity")
+    parser.add_argument("--levels", type=int, nargs="+", default=[25, 50, 75, 90], help="%% of capacity")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--producers", type=int, default=4, help="producer processes (default 4)")
     parser.add_argument("--capacity-jobs", type=int, default=5000, help="jobs drained to measure capacity")
