@@ -243,8 +243,9 @@ class Daemon:
         except redis.RedisError as exc:
             if batch:
                 self.log.error(
-                    "could not write {} outcomes at stop ({}): unfinished jobs stay claimed under this "
-                    "daemon and any daemon puts them back once its lease expires",
+                    "could not write {} outcomes at stop ({}): their jobs stay claimed under this daemon "
+                    "until its lease expires, then a daemon puts them back in their queues (a job that "
+                    "had finished runs again: at-least-once)",
                     len(batch),
                     exc,
                 )

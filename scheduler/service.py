@@ -179,8 +179,21 @@ def _loop(daemon: Daemon, until_idle: bool, demo_ids: list[str], signals: list[i
         if daemon.stop_requested and stop_deadline is None:
             stop_deadline = time.monotonic() + daemon.settings.stop_timeout_s
         if stop_deadline is not None and time.monotonic() > stop_deadline and not daemon.force_stop:
-            logger.warning("jobs still running after {} s: putting them back", daemon.settings.stop_timeout_s)
+            logger.warning(
+                "{} after {} s: stopping now", _overdue(daemon, outage[0] > 0), daemon.settings.stop_timeout_s
+            )
             daemon.request_stop()
+
+
+def _overdue(daemon: Daemon, redis_away: bool) -> str:
+    """Why a stop is still not done at its deadline: jobs still running, or (their jobs ended) Redis
+    still away, so the outcomes could not be written (it waits that long for Redis to come back)."""
+    running = sum(slot.busy for slot in daemon.pool.slots)
+    if running:
+        return f"{running} jobs still running (they go back to the front of their queues)"
+    if redis_away:
+        return "Redis still unreachable, so the outcomes of the jobs that ended are not written"
+    return "the last outcomes not written yet"
 
 
 def _report_demo(daemon: Daemon, ids: list[str]) -> list[str]:

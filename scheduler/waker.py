@@ -26,6 +26,7 @@ class Waker:
         self._keys = queue_keys
         self._conns: list[AbstractConnection] = [client.connection_pool.make_connection() for _ in queue_keys]
         self._armed = [False] * len(queue_keys)
+        self._refused = [_Refusals(f"cannot watch {key}") for key in queue_keys]
 
     def arm(self, index: int) -> int | None:
         """Start watching queue `index`; returns the descriptor to poll, or None if already armed."""
@@ -36,9 +37,10 @@ class Waker:
             ensure_connected(conn)
             conn.send_command("BLMOVE", self._keys[index], self._keys[index], "LEFT", "LEFT", 0)
         except redis.RedisError as exc:
-            logger.warning("cannot watch {}: {}", self._keys[index], exc)
+            self._refused[index].failed(exc)
             conn.disconnect()
             return None
+        self._refused[index].succeeded()
         self._armed[index] = True
         return conn._sock.fileno()  # type: ignore[union-attr]  # redis-py keeps the socket private
 
@@ -81,6 +83,7 @@ class ControlWatch:
     def __init__(self, client: redis.Redis, channel: str) -> None:
         self._channel = channel
         self._conn: AbstractConnection = client.connection_pool.make_connection()
+        self._refused = _Refusals(f"cannot subscribe to {channel}")
         self.subscribed = False
 
     def subscribe(self) -> int | None:
@@ -90,9 +93,10 @@ class ControlWatch:
             ensure_connected(self._conn)
             self._conn.send_command("SUBSCRIBE", self._channel)
         except redis.RedisError as exc:
-            logger.warning("cannot subscribe to {}: {}", self._channel, exc)
+            self._refused.failed(exc)
             self._conn.disconnect()
             return None
+        self._refused.succeeded()
         self.subscribed = True
         return self._conn._sock.fileno()  # type: ignore[union-attr]  # redis-py keeps the socket private
 
@@ -116,3 +120,20 @@ class ControlWatch:
     def close(self) -> None:
         self.subscribed = False
         self._conn.disconnect()
+
+
+class _Refusals:
+    """Say the first of a run of failures to connect as a WARNING, the rest at DEBUG: the daemon retries
+    at every turn of an outage (measured: 13 "cannot subscribe" warnings in 4 s of one), and the outage
+    itself is said once by the loop (`service._tick`)."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._failing = False
+
+    def failed(self, exc: redis.RedisError) -> None:
+        logger.log("DEBUG" if self._failing else "WARNING", "{}: {}", self._what, exc)
+        self._failing = True
+
+    def succeeded(self) -> None:
+        self._failing = False
