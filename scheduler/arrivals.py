@@ -8,20 +8,47 @@ job starts. A watch whose connection died without a word (a
 partition, a server no longer the master) never fires: `check_silent` finds such a queue by its depth
 at two housekeeping rounds in a row and resets its watch. The daemon decides when to claim; this keeps
 the facts it decides on.
+
+A watch may carry a *parked claim* (`park`: the daemon says when, and which): Redis runs it the moment the
+watch answers, so a job that lands in an empty queue is claimed without a round trip from the daemon.
+Its reply comes with the watch's and goes to `claimed_behind`. Until that reply is read, the execution
+ids it may give are this daemon's (`parked_executions`: a reconcile must not put those claims back). A
+parked claim whose connection dropped may or may not have run: `lost` is told, and the daemon
+reconciles at its next exchange.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import redis
 from adaptive_scheduler.events import Poller
+from adaptive_scheduler.intake import ParkedClaim
 from adaptive_scheduler.waker import Waker
+from loguru import logger
+
+
+def _no_claim(index: int) -> ParkedClaim | None:
+    return None
 
 
 class Arrivals:
     """Per queue index: empty at the last claim, a job arrived since, and its watch."""
 
-    def __init__(self, waker: Waker, poller: Poller) -> None:
+    def __init__(
+        self,
+        waker: Waker,
+        poller: Poller,
+        park: Callable[[int], ParkedClaim | None] = _no_claim,
+        claimed_behind: Callable[[int, int, Any], None] = lambda index, want, reply: None,
+        lost: Callable[[], None] = lambda: None,
+    ) -> None:
         self._waker = waker
         self._poller = poller
+        self._park, self._claimed_behind, self._lost = park, claimed_behind, lost
+        self.parked: dict[int, ParkedClaim] = {}  # claims parked behind armed watches, by queue index
+        self._ran_unread: set[str] = set()  # parked executions that had run, unread, at the last round
         self.empty: set[int] = set()  # queues the last claim found empty (or broken: not claimed from)
         self.arrived: set[int] = set()  # queues known to hold jobs: a watch fired, or a claim left them so
         self._unread: list[int] = []  # watches that fired, whose reply is read after the claim is sent
@@ -63,9 +90,24 @@ class Arrivals:
         if index in paused:
             return
         self.read_answers()  # a queue is re-armed only after its last answer was read
-        fd = self._waker.arm(index)
+        if self._waker.armed(index):
+            return
+        parked = self._park(index)
+        fd = self._waker.arm(index, parked.command if parked is not None else b"")
         if fd is not None:
+            if parked is not None:
+                self.parked[index] = parked
             self._poller.add(fd, lambda: self._fired(index, fd))
+
+    def unpark(self) -> None:
+        """Take back every parked claim (it was made for a state that changed: a memory level, a pause,
+        a stop, a lease): their watches are reset, and their queues claimed from at the next call."""
+        for index in list(self.parked):
+            self.reset(index)
+
+    def parked_executions(self) -> list[str]:
+        """The execution ids the parked claims may give: this daemon's until their replies are read."""
+        return [execution for parked in self.parked.values() for execution in parked.executions]
 
     def rearm(self, paused: frozenset[int]) -> None:
         """Set again the watches that could not be set (Redis refused, or was away)."""
@@ -84,6 +126,8 @@ class Arrivals:
         if fd is not None:
             self._poller.remove(fd)
         self.arrived.add(index)
+        if self.parked.pop(index, None) is not None:
+            self._lost()  # it may have run before the connection was closed
 
     def check_silent(self, depths: list[int], paused: frozenset[int]) -> list[int]:
         """Reset the watches of queues believed empty that held jobs at this round and the one before
@@ -95,11 +139,36 @@ class Arrivals:
         self._silent = silent
         return dead
 
+    def check_parked(self, ran: Callable[[list[str]], set[str]]) -> list[int]:
+        """Reset the watches whose parked claim had run (`ran`: its mark is in Redis) at this round and
+        the one before, its reply still unread: a connection dead without a word, which the queue's
+        depth cannot show (the claim took the job). Returns their indexes."""
+        found = ran(self.parked_executions()) if self.parked else set()
+        dead = [i for i, parked in self.parked.items() if self._ran_unread & found & set(parked.executions)]
+        for index in dead:
+            self.reset(index)
+        self._ran_unread = found
+        return dead
+
     def close(self) -> None:
         self._waker.close()
+        if self.parked:
+            self.parked.clear()
+            self._lost()
 
     def _fired(self, index: int, fd: int) -> None:
-        """Note it; the reply itself is read once the claim for the new job has been sent."""
+        """Note it; the reply itself is read once the claim for the new job has been sent, unless a claim
+        was parked behind it: then both replies are read now, and the claim's is handed on."""
         self._poller.remove(fd)
         self.arrived.add(index)
-        self._unread.append(index)
+        parked = self.parked.pop(index, None)
+        if parked is None:
+            self._unread.append(index)
+            return
+        try:
+            reply = self._waker.answer_behind(index)
+        except redis.RedisError as exc:
+            logger.warning("lost the reply of the claim parked behind a watch: {}", exc)
+            self._lost()
+            return
+        self._claimed_behind(index, len(parked.executions), reply)

@@ -30,7 +30,7 @@ from adaptive_scheduler.governor.planner import Planner
 from adaptive_scheduler.governor.policy import admitted_queues
 from adaptive_scheduler.governor.pressure import Level
 from adaptive_scheduler.governor.profile_store import ProfileStore
-from adaptive_scheduler.intake import RENEW_SLACK_S, Claim, Intake
+from adaptive_scheduler.intake import RENEW_SLACK_S, Claim, Intake, ParkedClaim
 from adaptive_scheduler.lease import LeaseClock, Renewal
 from adaptive_scheduler.master_watch import watch_master
 from adaptive_scheduler.metrics import Metrics
@@ -113,8 +113,14 @@ class Daemon:
         self._unserved_for: tuple[Level | None, frozenset[int], frozenset[int]] = (None, no_queue, no_queue)
         self._next_housekeeping = 0.0
         self._poller = Poller()
-        self.arrivals = Arrivals(Waker(self.client, self.intake.queue_keys), self._poller)
         self.exchange = Exchange(self.intake, self._poller, self.counts, self.metrics, self._claimed)
+        self.arrivals = Arrivals(
+            Waker(self.client, self.intake.queue_keys),
+            self._poller,
+            park=self._claim_to_park,
+            claimed_behind=self.exchange.on_parked_reply,
+            lost=self.exchange.lost_reply,
+        )
         self.pulse = Pulse()
         self.pool = SlotPool(
             settings,
@@ -180,6 +186,7 @@ class Daemon:
         self.force_stop = self.stop_requested
         if not self.stop_requested:
             self.notifier.stopping()
+            self.arrivals.unpark()
             self.pool.take_back_all()  # jobs waiting in slots go back to their queues, unrun
             now_mono = time.monotonic()
             for slot in self.pool.slots:
@@ -239,6 +246,8 @@ class Daemon:
         try:
             written = self.intake.exchange(batch, 0, time.time())
             self.exchange.count(batch, written.stale, written.damaged)
+            if self.exchange.unsure:  # a reply lost (a parked claim's, say): all held is written now
+                self.exchange.reconcile([])
             self.intake.release_lease()
         except redis.RedisError as exc:
             if batch:
@@ -293,6 +302,7 @@ class Daemon:
         self.paused, self._paused_ix = paused, frozenset(int(p) for p in paused)
         self.arrivals.resumed({int(p) for p in resumed})
         if added:
+            self.arrivals.unpark()  # they would claim from the newly paused queues
             self.pool.take_back_all()  # jobs waiting in slots come back to the local queue, then this
         held = self.local.drain()
         self._hold_locally(held)
@@ -331,6 +341,7 @@ class Daemon:
         self.governor.read(now_mono)
         if self.governor.level != before:
             self._next_housekeeping = 0.0  # producers read the level there (`backpressure`): publish it now
+            self.arrivals.unpark()  # parked claims are made while calm only
         if self.governor.level >= Level.ELEVATED:
             self.pool.take_back_all()  # only while calm do jobs wait in slots (`Prefetch.behind`)
             self.dispatcher.sweep(time.time())
@@ -360,6 +371,19 @@ class Daemon:
         if self.exchange.in_flight is None and self._exchange_due(now_mono):
             self._send_exchange(now)
 
+    def _claim_to_park(self, index: int) -> ParkedClaim | None:
+        """The claim to park behind queue `index`'s watch (`Arrivals`): one job, while calm and serving
+        it, sure of the lease, and without `replica_acks` (a parked claim has no WAIT behind it). Taken
+        back (`Arrivals.unpark`) when the level, the pauses, the lease or a stop makes it wrong."""
+        calm = self.governor.level is Level.NORMAL
+        if not (self.settings.park_claims and calm) or self.stop_requested or self.settings.replica_acks:
+            return None
+        if index in self._unserved():
+            return None
+        if self.lease.in_doubt(time.monotonic()):
+            return None
+        return self.intake.parked_claim(1, admitted_queues(self.governor.level), self._paused_ix)
+
     def _claimable(self) -> int:
         """How many jobs a claim may take now: local room plus one per free slot; at least one while a
         queue more urgent than every job held locally holds jobs (the local queue then holds one over
@@ -381,7 +405,9 @@ class Daemon:
         """An exchange's reply: hold the jobs it claimed (reconciling first if a reply was lost), hand
         them to slots, and learn which queues it left empty or not."""
         self._hold_locally(claim.jobs)
-        if self.exchange.unsure:  # after the push: the jobs this reply claimed are held, not lost
+        # after the push (the jobs this reply claimed are held, not lost), and never at a parked claim's
+        # reply: the exchange's call may be in flight, its claims not yet held
+        if self.exchange.unsure and not flight.parked:
             self.exchange.reconcile(self._held_executions())
         self._feed_slots(time.time(), time.monotonic())  # first: re-arming the waker can wait a moment
         if flight.want:
@@ -451,7 +477,9 @@ class Daemon:
         self.dispatcher.started(running, time.time())
 
     def _feed_slots(self, now: float, now_mono: float) -> None:
-        if not self.stop_requested:  # a stopping daemon starts nothing more
+        # a stopping daemon starts nothing more; one in doubt of its lease starts nothing until it is
+        # renewed (a claim's reply read after a freeze may hold jobs another daemon has taken since)
+        if not self.stop_requested and not self.lease.in_doubt(now_mono):
             self.dispatcher.feed(now, now_mono)
 
     def _job_ended(self, running: Running, end: End, seconds: float) -> None:
@@ -493,7 +521,15 @@ class Daemon:
 
     def _check_watches(self, depths: list[int]) -> None:
         """Reset the watches that did not wake this daemon although their queue holds jobs (a dead
-        connection: the classic failure of other queues after a failover), and claim (`Arrivals`)."""
+        connection: the classic failure of other queues after a failover), and claim (`Arrivals`); and
+        those whose parked claim ran but whose reply never came (its claim is put back)."""
+        for index in self.arrivals.check_parked(self.intake.parked_ran):
+            self.counts["rewatched"] += 1
+            self.log.warning(
+                "the claim parked behind the watch on {} ran but its reply never came: watch reset, "
+                "its claim goes back to the queue",
+                self.intake.queue_keys[index],
+            )
         for index in self.arrivals.check_silent(depths, self._paused_ix):
             self.counts["rewatched"] += 1
             self.log.warning(
@@ -519,6 +555,7 @@ class Daemon:
         is someone else's now. Stop the running jobs, drop the local queue and the unwritten outcomes
         (writing them would be refused anyway: see exchange.lua's fencing), and serve again under a new
         id, so that nothing of the old one is ever mistaken for the new one's."""
+        self.arrivals.unpark()  # made under the old lease: refused, or read under the new id
         running = self.pool.abandon()
         local = self.local.drain()
         pending = self.exchange.take_pending()
@@ -564,6 +601,7 @@ class Daemon:
         held = [job.execution_id for job in self.local]
         held += [slot.running.job.execution_id for slot in self.pool.slots if slot.running is not None]
         held += [running.job.execution_id for running in self.pool.waiting()]
+        held += self.arrivals.parked_executions()  # claims whose reply has not come yet
         return held + [item.job.execution_id for item in self.exchange.pending]
 
     def _log_recovered(self, recovered: list[str]) -> None:

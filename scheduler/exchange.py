@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from adaptive_scheduler import outcomes
@@ -34,6 +35,7 @@ class InFlight:
     arrived: set[int]  # the arrivals it answers for
     fd: int
     sent_mono: float = 0.0
+    parked: bool = False  # a claim parked behind a watch (`arrivals`), not this exchange's call
 
 
 class Exchange:
@@ -96,6 +98,17 @@ class Exchange:
         self._deliver(claim, flight)
         if flight.want:
             self._note_broken(claim.broken)
+
+    def on_parked_reply(self, index: int, want: int, reply: Any) -> None:
+        """A claim parked behind queue `index`'s watch ran: its jobs go to the daemon as a reply's do."""
+        claim = self.intake.parse_claim(reply)
+        self._note_missing(claim.missing)
+        self._note_broken(claim.broken)
+        self._deliver(claim, InFlight([], want, {index}, -1, time.monotonic(), parked=True))
+
+    def lost_reply(self) -> None:
+        """A claim's reply was lost (its connection dropped): reconcile at the next exchange's reply."""
+        self.unsure = True
 
     def reconcile(self, held_executions: list[str]) -> None:
         """After a lost reply (`unsure`), put back this daemon's claims that it does not hold (call it

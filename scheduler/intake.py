@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from adaptive_scheduler import keys, rq_worker
@@ -92,6 +92,8 @@ class Intake:
         self._timeouts = [int(settings.default_job_timeout_s), int(settings.lease_ttl_s + LEASE_SLACK_S)]
         source = _source("exchange").replace("__FIELDS__", _lua_list(FIELDS[1:]))
         source = source.replace("__FOREIGN_KEPT__", str(keys.FOREIGN_KEPT))
+        source = source.replace("__SERVER_TIME__", _source("server_time"))
+        source = source.replace("__PARKED__", keys.PARKED).replace("__PARKED_TTL__", str(keys.PARKED_TTL_S))
         self._exchange = ScriptLine(
             client,
             source.replace("__KEYS__", _lua_list(self._exchange_keys)),
@@ -233,11 +235,30 @@ class Intake:
         `queues` bounds the claim to the first (most urgent) queues: 4 all, 1 P0 only; of those, the
         `paused` ones (priority indexes) are not claimed from.
         """
+        return self._exchange.send(self._exchange_args(settlements, claim, now, queues, paused)[0])
+
+    def parked_claim(self, want: int, queues: int, paused: frozenset[int]) -> ParkedClaim:
+        """A claim of up to `want` jobs, to be parked behind a watch (`waker.Waker.arm`): it runs when a
+        job lands, by Redis's clock, under this daemon's lease as it is then (`parse_claim` reads it)."""
+        args, executions = self._exchange_args([], want, 0, queues, paused)
+        return ParkedClaim(self._exchange.command(args), executions)
+
+    def parked_ran(self, executions: list[str]) -> set[str]:
+        """Which of these parked claims' executions ran (their mark is there: `exchange.lua`)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for execution in executions:
+                pipe.exists(keys.PARKED + execution)
+            return {execution for execution, found in zip(executions, pipe.execute(), strict=True) if found}
+
+    def _exchange_args(
+        self, settlements: list[Settlement], claim: int, now: float, queues: int, paused: frozenset[int]
+    ) -> tuple[list[str | int | float | bytes], list[str]]:
+        """exchange.lua's arguments (`now` 0: Redis's clock), and the execution ids its claims may take."""
         first, self._next_execution = self._next_execution, self._next_execution + claim
         prefix = f"{self.daemon_id}."
         args: list[str | int | float | bytes] = [
             now,
-            rq_timestamp(now),
+            rq_timestamp(now) if now else "",
             self.worker_name,
             claim,
             prefix,
@@ -249,13 +270,18 @@ class Intake:
             args.extend(_settle_args(item, self.settings.default_result_ttl_s))
         served = "".join(str(i) for i in range(queues) if i not in paused)  # exchange.lua: "0123" all
         args.extend((served, self._lease_key, self.lease_token))
-        return self._exchange.send(args)
+        return args, [f"{prefix}{counter}" for counter in range(first, first + claim)]
 
     def receive_exchange(self) -> Claim:
         """The outcome of the exchange in flight."""
-        with_dependents, flat, emptied, stale, damaged = self._exchange.receive()
+        reply = self._exchange.receive()
         if self._exchange.acked < self._exchange.replica_acks:
             self._note_unreplicated()
+        return self.parse_claim(reply)
+
+    def parse_claim(self, reply: list[Any]) -> Claim:
+        """An exchange.lua reply (the exchange's, or a parked claim's)."""
+        with_dependents, flat, emptied, stale, damaged = reply
         for raw_id in with_dependents:
             self._enqueue_dependents(raw_id.decode())
         claimed, missing = _parse_claim(flat)
@@ -312,6 +338,15 @@ class Intake:
             Queue(job.origin, connection=self.client, serializer=JSONSerializer).enqueue_dependents(job)
         except Exception as exc:  # the parent's outcome is written; a dependent stays deferred
             logger.bind(job_id=job_id).warning("could not enqueue dependents: {}", exc)
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedClaim:
+    """A claim sent behind a watch: its encoded call, and the execution ids it may give its jobs (held
+    by this daemon until the claim's reply is read or lost: `reconcile` must not put them back)."""
+
+    command: bytes
+    executions: list[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,10 @@ class ScriptLine:
         self.replica_acks = replica_acks
         self.acked = replica_acks  # how many replicas acknowledged the last call (WAIT's answer)
 
+    def command(self, args: list[Arg]) -> bytes:
+        """The call, encoded, to be sent on another connection (no WAIT behind it)."""
+        return encode(self._head, 3, args)
+
     def send(self, args: list[Arg]) -> int:
         """Send a call; returns the socket's descriptor, readable once the reply is there."""
         self._packed = encode(self._head, 3, args) + self._wait

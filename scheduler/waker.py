@@ -9,12 +9,19 @@ thread is needed (the daemon stays single-threaded, which is what makes forking 
 A queue is *armed* (its BLMOVE pending) only after a claim found it empty, and it disarms when it
 answers. That serves two purposes: an idle daemon wakes within a millisecond of an enqueue, and a busy
 daemon learns that a P0 job arrived before it hands the next, less urgent, local job to a slot.
+
+A command may be sent *behind* the BLMOVE, in the same packet (`arm(index, behind)`): Redis runs it the
+moment the BLMOVE answers, before any other client's command, and both replies come back together.
+The daemon parks a claim there (`arrivals.Arrivals`), so a job that lands in an empty queue is claimed
+by Redis itself, without waiting for the daemon to wake and ask.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
-from adaptive_scheduler.scriptline import ensure_connected
+from adaptive_scheduler.scriptline import encode, ensure_connected
 from loguru import logger
 from redis.connection import AbstractConnection
 
@@ -28,14 +35,19 @@ class Waker:
         self._armed = [False] * len(queue_keys)
         self._refused = [_Refusals(f"cannot watch {key}") for key in queue_keys]
 
-    def arm(self, index: int) -> int | None:
-        """Start watching queue `index`; returns the descriptor to poll, or None if already armed."""
+    def armed(self, index: int) -> bool:
+        return self._armed[index]
+
+    def arm(self, index: int, behind: bytes = b"") -> int | None:
+        """Start watching queue `index`, with `behind` (an encoded command) run as soon as it answers;
+        returns the descriptor to poll, or None if already armed."""
         if self._armed[index]:
             return None
         conn = self._conns[index]
+        key = self._keys[index]
         try:
             ensure_connected(conn)
-            conn.send_command("BLMOVE", self._keys[index], self._keys[index], "LEFT", "LEFT", 0)
+            conn.send_packed_command([encode(b"$6\r\nBLMOVE\r\n", 1, [key, key, "LEFT", "LEFT", 0]) + behind])
         except redis.RedisError as exc:
             self._refused[index].failed(exc)
             conn.disconnect()
@@ -43,6 +55,19 @@ class Waker:
         self._refused[index].succeeded()
         self._armed[index] = True
         return conn._sock.fileno()  # type: ignore[union-attr]  # redis-py keeps the socket private
+
+    def answer_behind(self, index: int) -> Any:
+        """Read queue `index`'s answer and the reply of the command behind it (its socket is readable),
+        and disarm it. Raises RedisError (the connection is dropped: the command may or may not have run).
+        """
+        conn = self._conns[index]
+        self._armed[index] = False
+        try:
+            conn.read_response()
+            return conn.read_response()
+        except redis.RedisError:
+            conn.disconnect()
+            raise
 
     def answer(self, index: int) -> int:
         """Read queue `index`'s answer (its socket is readable) and disarm it; returns the fd it used."""

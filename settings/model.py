@@ -158,6 +158,12 @@ class Settings(RedisUrlText, BaseSettings):
         "daemon goes on; 0: none (asynchronous replication, the default). Costs a replica round trip "
         "per call; see 'What async replication can still lose'.",
     )
+    park_claims: bool = Field(
+        default=True,
+        description="While calm, park a one-job claim behind each watch of an empty queue, so that Redis "
+        "claims a job the moment it lands (off: the daemon claims it once the watch has woken it, one "
+        "round trip later). Not with replica_acks (a parked claim waits for no replica).",
+    )
     replica_ack_timeout_ms: int = Field(
         default=500,
         ge=1,

@@ -13,6 +13,8 @@ import socket
 import threading
 import time
 
+PUMP_WAIT_S = 0.1
+
 
 class FreezingProxy:
     def __init__(self, unix_path: str) -> None:
@@ -31,9 +33,11 @@ class FreezingProxy:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def freeze_existing(self) -> int:
-        """Freeze every connection open now; returns how many."""
+        """Freeze every connection open now; returns how many. Returns once no pump can still be
+        forwarding what it read before the freeze (each looks at its flag every `PUMP_WAIT_S`)."""
         for link in self._links:
             link["frozen"] = True
+        time.sleep(3 * PUMP_WAIT_S)
         return len(self._links)
 
     def stop(self) -> None:
@@ -62,9 +66,9 @@ class FreezingProxy:
         with client, server, contextlib.suppress(OSError):
             while not self._stopped.is_set():
                 if link["frozen"]:
-                    time.sleep(0.1)  # hold both ends open, pass nothing
+                    time.sleep(PUMP_WAIT_S)  # hold both ends open, pass nothing
                     continue
-                readable, _, _ = select.select(list(peers), [], [], 0.1)
+                readable, _, _ = select.select(list(peers), [], [], PUMP_WAIT_S)
                 for sock in readable:
                     data = sock.recv(65536)
                     if not data:

@@ -11,7 +11,8 @@
 --   sends none): for each priority P0..P3: queue, started, finished, failed, scheduled, canceled
 --   (24 keys); then the shed registry and the skipped registry (sorted sets of job ids by time), and the
 --   foreign list (queue entries that named no RQ job).
--- ARGV[1..9]: now (unix s), now (RQ ISO text), worker name, jobs to claim, execution-id prefix,
+-- ARGV[1..9]: now (unix s; 0: Redis's clock, for a claim parked behind a watch), now (RQ ISO text),
+--   worker name, jobs to claim, execution-id prefix,
 --   first execution counter, default timeout (s), lease slack (s), number of settlements S;
 --   then S x 5 settlement values: the text fields joined by "\31" (outcome (finished|failed|retry|
 --   put_back|preempted|stopped|skipped|shed|deferred), priority index, execution id, started_at (ISO), ended_at (ISO),
@@ -40,7 +41,12 @@
 --   timeout, then one value per requested field. `emptied` has one character per
 --   queue, "1" where this claim left the queue empty (popped fewer ids than it asked for, or all it held), "2" where
 --   the queue's key is not a list (another application's key, or a damaged one): it is not served.
+__SERVER_TIME__
 local now, iso, worker = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+-- a claim parked behind a watch leaves a mark per job it claims: if its reply never reaches the daemon
+-- (a connection dead without a word), the daemon finds the mark and reconciles (arrivals.Arrivals)
+local parked = now == 0
+if parked then now, iso = server_time() end
 local K = {__KEYS__}
 local STRIDE = 5
 local PACKED = '^' .. string.rep('([^\31]*)\31', 7) .. '([^\31]*)$'
@@ -270,6 +276,7 @@ for s = 1, #served do
         else members[#members + 1] = '+inf' end
         members[#members + 1] = id .. ':' .. execution
         claimed[#claimed + 1] = execution
+        if parked then redis.call('SET', '__PARKED__' .. execution, id, 'EX', __PARKED_TTL__) end
       end
       if values then
         for j = 3, #values do claimed[#claimed + 1] = values[j] or '' end
