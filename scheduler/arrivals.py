@@ -41,7 +41,7 @@ class Arrivals:
         waker: Waker,
         poller: Poller,
         park: Callable[[int], ParkedClaim | None] = _no_claim,
-        claimed_behind: Callable[[int, int, Any], None] = lambda index, want, reply: None,
+        claimed_behind: Callable[[int, ParkedClaim, Any], None] = lambda index, parked, reply: None,
         lost: Callable[[], None] = lambda: None,
     ) -> None:
         self._waker = waker
@@ -65,8 +65,12 @@ class Arrivals:
         emptied: set[int],
         broken: set[int],
         paused: frozenset[int],
+        examined: set[int],
     ) -> None:
-        """A claim's reply: the arrivals it answered are served; watch the queues it left empty.
+        """A claim's reply: the arrivals it answered are served; watch the queues it left empty. Only the
+        queues it `examined` (it stops at the first that gives it all it wanted) change their emptiness:
+        a queue empty before, whose watch stayed silent, still is (a P0 job's claim used to make the
+        three other queues look worth a claim again, which then found them empty).
 
         A claim that took jobs but left one of the queues it answered for, or took from, not empty (it
         took as many as the local queue had room for) tells that queue still holds jobs: it stays
@@ -77,7 +81,9 @@ class Arrivals:
         """
         still_holding = (answered | took) - emptied - broken if took else set()
         self.arrived = (self.arrived - answered) | still_holding
-        self.empty = emptied | broken  # a broken queue is not claimed from until fixed
+        self.empty = (
+            (self.empty - examined) | emptied | broken
+        )  # a broken one is not claimed from until fixed
         for index in emptied:
             self.arm(index, paused)
 
@@ -167,8 +173,10 @@ class Arrivals:
             return
         try:
             reply = self._waker.answer_behind(index)
+        except redis.exceptions.NoScriptError:
+            return  # Redis lost its scripts (a restart): the claim did not run; the next exchange loads it
         except redis.RedisError as exc:
             logger.warning("lost the reply of the claim parked behind a watch: {}", exc)
             self._lost()
             return
-        self._claimed_behind(index, len(parked.executions), reply)
+        self._claimed_behind(index, parked, reply)

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from adaptive_scheduler import outcomes
 from adaptive_scheduler.events import Poller
-from adaptive_scheduler.intake import Claim, Intake
+from adaptive_scheduler.intake import Claim, Intake, ParkedClaim
 from adaptive_scheduler.metrics import Metrics
 from adaptive_scheduler.model import Settlement
 from loguru import logger
@@ -35,7 +35,16 @@ class InFlight:
     arrived: set[int]  # the arrivals it answers for
     fd: int
     sent_mono: float = 0.0
+    served: tuple[int, ...] = (0, 1, 2, 3)  # the queues it may claim from, in the order it looks at them
     parked: bool = False  # a claim parked behind a watch (`arrivals`), not this exchange's call
+
+    def examined(self, took: list[int]) -> set[int]:
+        """The queues its claim looked at, given the priorities of the jobs it took: it stops at the one
+        that gave it all it wanted (an id whose hash was gone counts there too, so with fewer jobs than
+        wanted every queue counts as looked at: at worst one is claimed from again for nothing)."""
+        if took and len(took) >= self.want:
+            return {index for index in self.served if index <= max(took)}
+        return set(self.served)
 
 
 class Exchange:
@@ -78,7 +87,8 @@ class Exchange:
         except redis.RedisError:
             self.pending = batch + self.pending
             raise
-        self.in_flight = InFlight(batch, want, set(arrived), fd, time.monotonic())
+        served = tuple(index for index in range(queues) if index not in paused)
+        self.in_flight = InFlight(batch, want, set(arrived), fd, time.monotonic(), served)
         self._poller.add(fd, self.on_reply)
 
     def on_reply(self) -> None:
@@ -99,12 +109,13 @@ class Exchange:
         if flight.want:
             self._note_broken(claim.broken)
 
-    def on_parked_reply(self, index: int, want: int, reply: Any) -> None:
+    def on_parked_reply(self, index: int, parked: ParkedClaim, reply: Any) -> None:
         """A claim parked behind queue `index`'s watch ran: its jobs go to the daemon as a reply's do."""
         claim = self.intake.parse_claim(reply)
         self._note_missing(claim.missing)
         self._note_broken(claim.broken)
-        self._deliver(claim, InFlight([], want, {index}, -1, time.monotonic(), parked=True))
+        want = len(parked.executions)
+        self._deliver(claim, InFlight([], want, {index}, -1, time.monotonic(), parked.served, parked=True))
 
     def lost_reply(self) -> None:
         """A claim's reply was lost (its connection dropped): reconcile at the next exchange's reply."""

@@ -241,7 +241,8 @@ class Intake:
         """A claim of up to `want` jobs, to be parked behind a watch (`waker.Waker.arm`): it runs when a
         job lands, by Redis's clock, under this daemon's lease as it is then (`parse_claim` reads it)."""
         args, executions = self._exchange_args([], want, 0, queues, paused)
-        return ParkedClaim(self._exchange.command(args), executions)
+        served = tuple(index for index in range(queues) if index not in paused)
+        return ParkedClaim(self._exchange.command(args), executions, served)
 
     def parked_ran(self, executions: list[str]) -> set[str]:
         """Which of these parked claims' executions ran (their mark is there: `exchange.lua`)."""
@@ -347,6 +348,7 @@ class ParkedClaim:
 
     command: bytes
     executions: list[str]
+    served: tuple[int, ...]  # the queues it may claim from, in order
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,3 +90,32 @@ def test_a_redis_outage_longer_than_the_lease_is_not_a_death(tmp_path: Path) -> 
     # Then no daemon declared another dead, and every job ran exactly once
     assert not any("of dead daemons" in log or "lease lost" in log for log in logs), logs
     assert [len(r) for r in executions(runs).values()] == [1, 1, 1, 1]
+
+
+def test_a_job_a_frozen_daemons_parked_claim_took_runs_once_elsewhere_never_on_its_thaw(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    # Given daemon A idle (its queues watched, a claim parked behind each watch), then daemon B
+    a = DaemonProcess(redis_url, env=LEASE).wait_ready()
+    try:
+        time.sleep(0.3)  # A's watches are set before B's: Redis serves A's first
+        with running_daemon(redis_url, env=LEASE) as b:
+            # When A is frozen, a job lands at once (A's parked claim takes it, under A's lease still
+            # valid), and A stays frozen for 5 s (past its 2 s lease)
+            os.kill(a.process.pid, signal.SIGSTOP)
+            job_id = queue(client, 2).enqueue("tests.fixtures.jobs.paced_run", str(runs), 0.5).id
+            time.sleep(5)
+            os.kill(a.process.pid, signal.SIGCONT)
+            # Then B recovered A's claim and ran the job; A, thawed, read the claim's reply but started
+            # nothing while in doubt of its lease, then learned it lost it
+            wait_until(lambda: status(client, job_id) == JobStatus.FINISHED, timeout_s=20)
+            wait_until(lambda: "lease lost" in a.output(), timeout_s=5)
+            time.sleep(1.0)  # time for a wrong start on A to show
+            b_log = b.output()
+    finally:
+        a.stop()
+        a.log.close()
+    assert "recovered 1 jobs of dead daemons" in b_log
+    [run] = executions(runs)[job_id]
+    assert run.ended
