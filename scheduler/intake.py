@@ -93,7 +93,9 @@ class Intake:
         source = _source("exchange").replace("__FIELDS__", _lua_list(FIELDS[1:]))
         source = source.replace("__FOREIGN_KEPT__", str(keys.FOREIGN_KEPT))
         source = source.replace("__SERVER_TIME__", _source("server_time"))
-        source = source.replace("__PARKED__", keys.PARKED).replace("__PARKED_TTL__", str(keys.PARKED_TTL_S))
+        # a mark lives for two housekeeping rounds at least (`Arrivals.check_parked` looks twice)
+        parked_ttl_s = int(2 * settings.lease_ttl_s) + 10
+        source = source.replace("__PARKED__", keys.PARKED).replace("__PARKED_TTL__", str(parked_ttl_s))
         self._exchange = ScriptLine(
             client,
             source.replace("__KEYS__", _lua_list(self._exchange_keys)),

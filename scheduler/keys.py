@@ -82,5 +82,4 @@ PROFILES = f"{OURS}profiles"  # hash: task (function path) -> its memory profile
 PAUSED = f"{OURS}paused"  # hash: priority name (P0..P3) -> its pause (versioned JSON); `pause`, `resume`
 LEVELS = f"{OURS}levels"  # hash: daemon id -> its memory level, until when (versioned JSON); for producers
 PARKED = f"{OURS}parked:"  # + execution id -> job id: a claim parked behind a watch ran (`arrivals`)
-PARKED_TTL_S = 60  # ... kept this long: the daemon looks for a mark at every housekeeping round
 CONTROL = f"{OURS}control"  # pub/sub channel: "the pauses changed", so daemons re-read them at once
