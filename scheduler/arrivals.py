@@ -70,7 +70,8 @@ class Arrivals:
         """A claim's reply: the arrivals it answered are served; watch the queues it left empty. Only the
         queues it `examined` (it stops at the first that gives it all it wanted) change their emptiness:
         a queue empty before, whose watch stayed silent, still is (a P0 job's claim used to make the
-        three other queues look worth a claim again, which then found them empty).
+        three other queues look worth a claim again, which then found them empty); one whose watch
+        fired, that it did not reach, is not emptied either, so it stays `arrived` (below).
 
         A claim that took jobs but left one of the queues it answered for, or took from, not empty (it
         took as many as the local queue had room for) tells that queue still holds jobs: it stays

@@ -207,3 +207,13 @@ def test_resetting_a_watch_with_a_parked_claim_counts_the_claim_lost(
     arrivals.arm(3, NONE_PAUSED)
     arrivals.unpark()
     assert park.lost == 1 and arrivals.parked_executions() == []
+
+
+def test_an_arrival_a_claim_stopped_before_is_kept(arrivals: Arrivals) -> None:
+    # Given every queue found empty, then P3's watch fired
+    arrivals.claimed(answered=set(), took=set(), emptied=ALL, broken=set(), paused=NONE_PAUSED, examined=ALL)
+    arrivals.arrived = {3}
+    # When the claim sent for it took a P1 job (P1 had one) and looked no further
+    arrivals.claimed(answered={3}, took={1}, emptied={1}, broken=set(), paused=NONE_PAUSED, examined={0, 1})
+    # Then P3 still holds what arrived: claimed from next, not left unwatched and believed empty
+    assert 3 in arrivals.arrived and 3 not in arrivals.quiet()

@@ -97,7 +97,7 @@ def test_a_job_a_frozen_daemons_parked_claim_took_runs_once_elsewhere_never_on_i
 ) -> None:
     runs = tmp_path / "runs"
     # Given daemon A idle (its queues watched, a claim parked behind each watch), then daemon B
-    a = DaemonProcess(redis_url, env=LEASE).wait_ready()
+    a = DaemonProcess(redis_url, env={**LEASE, "ASCHED_PARK_CLAIMS": "true"}).wait_ready()
     try:
         time.sleep(0.3)  # A's watches are set before B's: Redis serves A's first
         with running_daemon(redis_url, env=LEASE) as b:

@@ -26,12 +26,13 @@ def test_a_short_soak_accounts_for_every_job_and_leaks_nothing(redis_url: str, t
     assert jobs.get("finished", 0) > jobs["enqueued"] / 2, jobs
     # the spikes really pressed: HIGH or EMERGENCY reached
     assert report["log"]["to HIGH"] + report["log"]["to EMERGENCY"] >= 1, report["log"]
-    # no leak: threads and children flat after the warm-up; no zombie lingers; descriptors flat but
-    # for the four watch connections, closed when a spike takes back the claims parked behind them and
-    # opened again at the next claim (seen: 16-19, end 17)
+    # no leak: threads and children flat after the warm-up, no zombie lingers; descriptors flat but for
+    # the two each slot costs the daemon (its link and pidfd): a slot replaced while the P0 lane opens
+    # holds four more at one sample (seen once in four runs beside other tests: 16-19, end 17), and
+    # none may be left at the end
     assert summary["threads"]["max"] - summary["threads"]["min"] <= 2, summary["threads"]
     fds = summary["fds"]
-    assert fds["max"] - fds["min"] <= 2 + 4 and fds["end"] - fds["warm"] <= 2, fds
+    assert fds["max"] - fds["min"] <= 4 and fds["end"] - fds["warm"] <= 2, fds
     children = summary["children"]
     # two slots, and the P0 lane when open; a slot replaced (or the lane opened again) may overlap its
     # predecessor's exit at one sample (seen once in a fresh-clone CI run: max 4, end 3): one extra at
