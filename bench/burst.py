@@ -52,6 +52,7 @@ from bench.openloop import (
     batch_schedule,
     poisson_schedule,
     read_stamps,
+    report_twice,
     run_producers,
     wait_for_stamps,
 )
@@ -253,6 +254,7 @@ def run(args: argparse.Namespace, url: str, stamp_url: str, log: Path, redis_pid
         sampler.halt.set()
         sampler.join()
         stamps = read_stamps(stamp_r)
+        report_twice(stamps, r, "bench.burst")
         return analyse(capacity, args, epoch, stats, stamps, sampler.samples, waits, os.getloadavg()[0])
     finally:
         if sampler is not None:

@@ -46,6 +46,7 @@ from bench.openloop import (
     Stamp,
     poisson_schedule,
     read_stamps,
+    report_twice,
     run_producers,
     wait_for_stamps,
 )
@@ -208,6 +209,7 @@ def run_level(
     result = summarise(system, load_pct, rate, args.seconds, stats, stamps, waits)
     per_job = {role: 1e6 * spent / max(1, len(stamps)) for role, spent in cpu_s.items()}
     result = replace(result, ran_twice=len(ours) - len(stamps), cpu_us_per_job=per_job)
+    report_twice(ours, redis.Redis.from_url(url), f"bench.load, {system} at {load_pct} %")
     print(row_text(result, capacity), flush=True)
     return result
 

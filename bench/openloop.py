@@ -24,6 +24,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import redis
@@ -264,6 +265,7 @@ class Stamp:
     started_at: float
     tag: str
     called_at: float
+    job_id: str = "-"  # the RQ job id, for ours
 
     @property
     def latency_ms(self) -> float:
@@ -277,8 +279,40 @@ class Stamp:
 
 
 def parse_stamp(raw: bytes) -> Stamp:
-    priority, sent_at, started_at, tag, called_at = raw.decode().split()
-    return Stamp(int(priority), float(sent_at), float(started_at), tag, float(called_at))
+    priority, sent_at, started_at, tag, called_at, *job_id = raw.decode().split()
+    return Stamp(int(priority), float(sent_at), float(started_at), tag, float(called_at), *job_id[:1])
+
+
+def report_twice(stamps: list[Stamp], r: redis.Redis, where: str) -> None:
+    """Print `twice_detail` and keep it in bench/results/twice.md (written only when it happens)."""
+    lines = twice_detail(stamps, r)
+    if lines:
+        text = f"## {where}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n" + "\n".join(lines)
+        print(text, flush=True)
+        with (Path(__file__).resolve().parent / "results" / "twice.md").open("a") as out:
+            out.write(text + "\n\n")
+
+
+def twice_detail(stamps: list[Stamp], r: redis.Redis) -> list[str]:
+    """For each tag stamped more than once, what the job Redis holds of its job (ours): the executions
+    whose outcomes were written (results stream) and the job hash's status and times. A job that ran
+    twice shows two results; a stamp written twice (a retried push) or a job id enqueued twice shows
+    otherwise."""
+    by_tag: dict[str, list[Stamp]] = {}
+    for stamp in stamps:
+        by_tag.setdefault(stamp.tag, []).append(stamp)
+    lines = []
+    for tag, same in sorted(by_tag.items()):
+        if len(same) < 2:
+            continue
+        starts = ", ".join(f"{s.started_at:.6f} ({s.job_id})" for s in same)
+        lines.append(f"{tag}: started at {starts}")
+        for job_id in sorted({s.job_id for s in same} - {"-"}):
+            fields = r.hmget(f"rq:job:{job_id}", "status", "enqueued_at", "started_at", "ended_at")
+            values = [field.decode() if field else None for field in fields]
+            results = [entry[1] for entry in r.xrange(f"rq:results:{job_id}")]
+            lines.append(f"  job {job_id}: status, enqueued, started, ended {values}; results {results}")
+    return lines
 
 
 def read_stamps(stamp_r: redis.Redis) -> list[Stamp]:

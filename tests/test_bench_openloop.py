@@ -1,4 +1,5 @@
-"""The load benchmarks' pure parts: the schedules producers follow, the stamps, the recovery window."""
+"""The load benchmarks' parts: the schedules producers follow, the stamps, the recovery window, and
+what a job stamped twice is reported with (against a real Redis)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import os
 import random
 
 import pytest
+import redis
 
 from bench import runqueue
 from bench.burst import recovery_s
-from bench.openloop import MAX_SEND, Stamp, batch_schedule, parse_stamp, poisson_schedule
+from bench.openloop import MAX_SEND, Stamp, batch_schedule, parse_stamp, poisson_schedule, twice_detail
 
 
 def test_poisson_schedule_has_the_rate_the_window_and_one_p0_in_ten() -> None:
@@ -44,6 +46,20 @@ def test_a_stamp_reads_back_with_both_latencies() -> None:
     assert stamp == Stamp(0, 100.0, 100.004, "p1-7", 100.001)
     assert stamp.latency_ms == pytest.approx(4.0)
     assert stamp.from_call_ms == pytest.approx(3.0)
+    assert parse_stamp(b"0 100.0 100.004 p1-7 100.001 abc-1").job_id == "abc-1"  # ours names its RQ job
+
+
+def test_a_tag_stamped_twice_is_reported_with_what_redis_holds_of_its_job(client: redis.Redis) -> None:
+    client.hset("rq:job:j1", mapping={"status": "finished", "started_at": "2026-12-06T06:00:00.000000Z"})
+    client.xadd("rq:results:j1", {"type": "1", "execution": "d.1"})
+    client.xadd("rq:results:j1", {"type": "1", "execution": "d.9"})
+    stamps = [Stamp(1, 1.0, 1.1, "75p0-3", 1.0, "j1"), Stamp(1, 1.0, 1.5, "75p0-3", 1.0, "j1")]
+    stamps.append(Stamp(1, 1.0, 1.2, "75p0-4", 1.0, "j2"))  # once: not reported
+    lines = twice_detail(stamps, client)
+    assert lines[0].startswith("75p0-3: started at 1.100000 (j1), 1.500000 (j1)")
+    assert "status, enqueued, started, ended ['finished', None" in lines[1]
+    assert "b'd.1'" in lines[1] and "b'd.9'" in lines[1]  # two outcomes written: it ran twice
+    assert len(lines) == 2
 
 
 def stamps_at(sent_at: float, latency_ms: float, n: int = 10) -> list[Stamp]:
