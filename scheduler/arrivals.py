@@ -65,13 +65,8 @@ class Arrivals:
         emptied: set[int],
         broken: set[int],
         paused: frozenset[int],
-        examined: set[int],
     ) -> None:
-        """A claim's reply: the arrivals it answered are served; watch the queues it left empty. Only the
-        queues it `examined` (it stops at the first that gives it all it wanted) change their emptiness:
-        a queue empty before, whose watch stayed silent, still is (a P0 job's claim used to make the
-        three other queues look worth a claim again, which then found them empty); one whose watch
-        fired, that it did not reach, is not emptied either, so it stays `arrived` (below).
+        """A claim's reply: the arrivals it answered are served; watch the queues it left empty.
 
         A claim that took jobs but left one of the queues it answered for, or took from, not empty (it
         took as many as the local queue had room for) tells that queue still holds jobs: it stays
@@ -82,9 +77,7 @@ class Arrivals:
         """
         still_holding = (answered | took) - emptied - broken if took else set()
         self.arrived = (self.arrived - answered) | still_holding
-        self.empty = (
-            (self.empty - examined) | emptied | broken
-        )  # a broken one is not claimed from until fixed
+        self.empty = emptied | broken  # a broken queue is not claimed from until fixed
         for index in emptied:
             self.arm(index, paused)
 

@@ -411,11 +411,8 @@ class Daemon:
             self.exchange.reconcile(self._held_executions())
         self._feed_slots(time.time(), time.monotonic())  # first: re-arming the waker can wait a moment
         if flight.want:
-            took = [int(job.priority) for job in claim.jobs]
-            examined = flight.examined(took)
-            self.arrivals.claimed(
-                flight.arrived, set(took), claim.emptied, claim.broken, self._paused_ix, examined
-            )
+            took = {int(job.priority) for job in claim.jobs}
+            self.arrivals.claimed(flight.arrived, took, claim.emptied, claim.broken, self._paused_ix)
 
     def _check_master(self) -> None:
         """Behind Sentinel: if the server this daemon exchanges with is not the one the sentinels name

@@ -35,16 +35,7 @@ class InFlight:
     arrived: set[int]  # the arrivals it answers for
     fd: int
     sent_mono: float = 0.0
-    served: tuple[int, ...] = (0, 1, 2, 3)  # the queues it may claim from, in the order it looks at them
     parked: bool = False  # a claim parked behind a watch (`arrivals`), not this exchange's call
-
-    def examined(self, took: list[int]) -> set[int]:
-        """The queues its claim looked at, given the priorities of the jobs it took: it stops at the one
-        that gave it all it wanted (an id whose hash was gone counts there too, so with fewer jobs than
-        wanted every queue counts as looked at: at worst one is claimed from again for nothing)."""
-        if took and len(took) >= self.want:
-            return {index for index in self.served if index <= max(took)}
-        return set(self.served)
 
 
 class Exchange:
@@ -87,8 +78,7 @@ class Exchange:
         except redis.RedisError:
             self.pending = batch + self.pending
             raise
-        served = tuple(index for index in range(queues) if index not in paused)
-        self.in_flight = InFlight(batch, want, set(arrived), fd, time.monotonic(), served)
+        self.in_flight = InFlight(batch, want, set(arrived), fd, time.monotonic())
         self._poller.add(fd, self.on_reply)
 
     def on_reply(self) -> None:
@@ -115,7 +105,7 @@ class Exchange:
         self._note_missing(claim.missing)
         self._note_broken(claim.broken)
         want = len(parked.executions)
-        self._deliver(claim, InFlight([], want, {index}, -1, time.monotonic(), parked.served, parked=True))
+        self._deliver(claim, InFlight([], want, {index}, -1, time.monotonic(), parked=True))
 
     def lost_reply(self) -> None:
         """A claim's reply was lost (its connection dropped): reconcile at the next exchange's reply."""

@@ -243,8 +243,7 @@ class Intake:
         """A claim of up to `want` jobs, to be parked behind a watch (`waker.Waker.arm`): it runs when a
         job lands, by Redis's clock, under this daemon's lease as it is then (`parse_claim` reads it)."""
         args, executions = self._exchange_args([], want, 0, queues, paused)
-        served = tuple(index for index in range(queues) if index not in paused)
-        return ParkedClaim(self._exchange.command(args), executions, served)
+        return ParkedClaim(self._exchange.command(args), executions)
 
     def parked_ran(self, executions: list[str]) -> set[str]:
         """Which of these parked claims' executions ran (their mark is there: `exchange.lua`)."""
@@ -350,7 +349,6 @@ class ParkedClaim:
 
     command: bytes
     executions: list[str]
-    served: tuple[int, ...]  # the queues it may claim from, in order
 
 
 @dataclass(frozen=True, slots=True)

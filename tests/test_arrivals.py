@@ -44,7 +44,7 @@ def test_a_watch_on_an_empty_queue_fires_when_a_job_lands_and_leaves_the_job_the
     client: redis.Redis, arrivals: Arrivals, poller: Poller
 ) -> None:
     # Given a claim that left P0 empty (so the daemon watches it)
-    arrivals.claimed(answered=set(), took=set(), emptied={0}, broken=set(), paused=NONE_PAUSED, examined=ALL)
+    arrivals.claimed(answered=set(), took=set(), emptied={0}, broken=set(), paused=NONE_PAUSED)
     assert arrivals.quiet() == {0}
     poller.wait(0.05)
     assert arrivals.arrived == set()
@@ -61,15 +61,11 @@ def test_a_claim_that_left_jobs_in_a_queue_keeps_it_known_to_hold_jobs(arrivals:
     # Given P0's watch fired (several P0 jobs landed at once)
     arrivals.arrived = {0}
     # When a claim answering it took one P0 job and left P0 not empty
-    arrivals.claimed(
-        answered={0}, took={0}, emptied={1, 2, 3}, broken=set(), paused=NONE_PAUSED, examined=ALL
-    )
+    arrivals.claimed(answered={0}, took={0}, emptied={1, 2, 3}, broken=set(), paused=NONE_PAUSED)
     # Then P0 still counts as holding jobs: the daemon claims from it again before a P3 job starts
     assert arrivals.arrived == {0}
     # And one that emptied it does not
-    arrivals.claimed(
-        answered={0}, took={0}, emptied={0, 1, 2, 3}, broken=set(), paused=NONE_PAUSED, examined=ALL
-    )
+    arrivals.claimed(answered={0}, took={0}, emptied={0, 1, 2, 3}, broken=set(), paused=NONE_PAUSED)
     assert arrivals.arrived == set()
 
 
@@ -77,7 +73,7 @@ def test_a_claim_that_took_nothing_says_nothing_of_the_queues_it_answered_for(ar
     # Given P1's watch fired
     arrivals.arrived = {1}
     # When the claim took no job (its lease was refused) and reported no queue empty
-    arrivals.claimed(answered={1}, took=set(), emptied=set(), broken=set(), paused=NONE_PAUSED, examined=ALL)
+    arrivals.claimed(answered={1}, took=set(), emptied=set(), broken=set(), paused=NONE_PAUSED)
     # Then P1 is not kept as holding jobs (claiming again and again would find nothing either)
     assert arrivals.arrived == set()
 
@@ -86,20 +82,9 @@ def test_a_queue_that_arrived_after_the_claim_was_sent_stays_known(arrivals: Arr
     # Given P2's watch fired after a claim that answered for P0 only was sent
     arrivals.arrived = {0, 2}
     # When that claim's reply comes (it emptied P0 and never reached P2)
-    arrivals.claimed(answered={0}, took={0}, emptied={0}, broken=set(), paused=NONE_PAUSED, examined={0})
+    arrivals.claimed(answered={0}, took={0}, emptied={0}, broken=set(), paused=NONE_PAUSED)
     # Then P2's arrival is kept for the next claim
     assert arrivals.arrived == {2}
-
-
-def test_a_claim_that_stopped_at_a_queue_leaves_the_queues_after_it_quiet(arrivals: Arrivals) -> None:
-    # Given every queue found empty, and a P0 job landed since
-    arrivals.claimed(answered=set(), took=set(), emptied=ALL, broken=set(), paused=NONE_PAUSED, examined=ALL)
-    arrivals.arrived = {0}
-    # When a claim for one job took it from P0, looking no further
-    arrivals.claimed(answered={0}, took={0}, emptied={0}, broken=set(), paused=NONE_PAUSED, examined={0})
-    # Then P1-P3, still watched and silent, are not worth a claim (they used to look so, and were
-    # claimed from for nothing)
-    assert arrivals.quiet() == ALL
 
 
 # --- claims parked behind watches: Redis claims the job the moment it lands --------------------------
@@ -211,9 +196,9 @@ def test_resetting_a_watch_with_a_parked_claim_counts_the_claim_lost(
 
 def test_an_arrival_a_claim_stopped_before_is_kept(arrivals: Arrivals) -> None:
     # Given every queue found empty, then P3's watch fired
-    arrivals.claimed(answered=set(), took=set(), emptied=ALL, broken=set(), paused=NONE_PAUSED, examined=ALL)
+    arrivals.claimed(answered=set(), took=set(), emptied=ALL, broken=set(), paused=NONE_PAUSED)
     arrivals.arrived = {3}
     # When the claim sent for it took a P1 job (P1 had one) and looked no further
-    arrivals.claimed(answered={3}, took={1}, emptied={1}, broken=set(), paused=NONE_PAUSED, examined={0, 1})
+    arrivals.claimed(answered={3}, took={1}, emptied={1}, broken=set(), paused=NONE_PAUSED)
     # Then P3 still holds what arrived: claimed from next, not left unwatched and believed empty
     assert 3 in arrivals.arrived and 3 not in arrivals.quiet()
