@@ -237,12 +237,14 @@ class Intake:
         `queues` bounds the claim to the first (most urgent) queues: 4 all, 1 P0 only; of those, the
         `paused` ones (priority indexes) are not claimed from.
         """
-        return self._exchange.send(self._exchange_args(settlements, claim, now, queues, paused)[0])
+        return self._exchange.send(self._exchange_args(settlements, claim, now, queues, paused))
 
     def parked_claim(self, want: int, queues: int, paused: frozenset[int]) -> ParkedClaim:
         """A claim of up to `want` jobs, to be parked behind a watch (`waker.Waker.arm`): it runs when a
         job lands, by Redis's clock, under this daemon's lease as it is then (`parse_claim` reads it)."""
-        args, executions = self._exchange_args([], want, 0, queues, paused)
+        first = self._next_execution  # the ids its claims may take: see exchange.lua
+        args = self._exchange_args([], want, 0, queues, paused)
+        executions = [f"{self.daemon_id}.{counter}" for counter in range(first, first + want)]
         return ParkedClaim(self._exchange.command(args), executions)
 
     def parked_ran(self, executions: list[str]) -> set[str]:
@@ -254,8 +256,8 @@ class Intake:
 
     def _exchange_args(
         self, settlements: list[Settlement], claim: int, now: float, queues: int, paused: frozenset[int]
-    ) -> tuple[list[str | int | float | bytes], list[str]]:
-        """exchange.lua's arguments (`now` 0: Redis's clock), and the execution ids its claims may take."""
+    ) -> list[str | int | float | bytes]:
+        """exchange.lua's arguments (`now` 0: Redis's clock); reserves the `claim` execution ids."""
         first, self._next_execution = self._next_execution, self._next_execution + claim
         prefix = f"{self.daemon_id}."
         args: list[str | int | float | bytes] = [
@@ -272,7 +274,7 @@ class Intake:
             args.extend(_settle_args(item, self.settings.default_result_ttl_s))
         served = "".join(str(i) for i in range(queues) if i not in paused)  # exchange.lua: "0123" all
         args.extend((served, self._lease_key, self.lease_token))
-        return args, [f"{prefix}{counter}" for counter in range(first, first + claim)]
+        return args
 
     def receive_exchange(self) -> Claim:
         """The outcome of the exchange in flight."""
