@@ -254,7 +254,7 @@ def run(args: argparse.Namespace, url: str, stamp_url: str, log: Path, redis_pid
         sampler.halt.set()
         sampler.join()
         stamps = read_stamps(stamp_r)
-        report_twice(stamps, r, "bench.burst")
+        report_twice(stamps, r, "bench.burst", log)
         return analyse(capacity, args, epoch, stats, stamps, sampler.samples, waits, os.getloadavg()[0])
     finally:
         if sampler is not None:

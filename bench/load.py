@@ -180,9 +180,11 @@ def run_level(
     load_pct: int,
     args: argparse.Namespace,
     watched: dict[str, list[int]],
+    log: Path,
 ) -> LevelResult:
     """Offer ``load_pct`` % of ``capacity`` for ``args.seconds`` and collect every job's stamp; the
-    ``watched`` processes' run-queue waits (by role) are read over the same span."""
+    ``watched`` processes' run-queue waits (by role) are read over the same span; ``log`` is the
+    consumers' (for the report of a job stamped twice)."""
     stamp_r.delete(peer_jobs.STAMPS_KEY)
     rate = capacity * load_pct / 100
     rng = random.Random(f"{args.seed}-{load_pct}")  # same arrivals for every system at this level
@@ -209,7 +211,7 @@ def run_level(
     result = summarise(system, load_pct, rate, args.seconds, stats, stamps, waits)
     per_job = {role: 1e6 * spent / max(1, len(stamps)) for role, spent in cpu_s.items()}
     result = replace(result, ran_twice=len(ours) - len(stamps), cpu_us_per_job=per_job)
-    report_twice(ours, redis.Redis.from_url(url), f"bench.load, {system} at {load_pct} %")
+    report_twice(ours, redis.Redis.from_url(url), f"bench.load, {system} at {load_pct} %", log)
     print(row_text(result, capacity), flush=True)
     return result
 
@@ -233,7 +235,7 @@ def measure_system(
         levels = []
         for pct in args.levels:
             watched = {"consumers": [p.pid for p in consumers.tree()], "redis": [redis_pid]}
-            levels.append(run_level(system, url, stamp_r, capacity, pct, args, watched))
+            levels.append(run_level(system, url, stamp_r, capacity, pct, args, watched, log))
         return SystemResult(driver.system, capacity, levels)
     finally:
         stop_consumers(consumers)

@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,6 +267,7 @@ class Stamp:
     tag: str
     called_at: float
     job_id: str = "-"  # the RQ job id, for ours
+    pid: int = 0  # the process that ran it (a slot, for ours)
 
     @property
     def latency_ms(self) -> float:
@@ -279,18 +281,42 @@ class Stamp:
 
 
 def parse_stamp(raw: bytes) -> Stamp:
-    priority, sent_at, started_at, tag, called_at, *job_id = raw.decode().split()
-    return Stamp(int(priority), float(sent_at), float(started_at), tag, float(called_at), *job_id[:1])
+    priority, sent_at, started_at, tag, called_at, *rest = raw.decode().split()
+    job_id, pid = (rest + ["-", "0"][len(rest) :])[:2]
+    return Stamp(int(priority), float(sent_at), float(started_at), tag, float(called_at), job_id, int(pid))
 
 
-def report_twice(stamps: list[Stamp], r: redis.Redis, where: str) -> None:
-    """Print `twice_detail` and keep it in bench/results/twice.md (written only when it happens)."""
+def report_twice(stamps: list[Stamp], r: redis.Redis, where: str, log: Path | None = None) -> None:
+    """Print `twice_detail` and keep it in bench/results/twice.md (written only when it happens), with
+    the consumers' log lines that name the job or warn (`log`: their log file, if kept)."""
     lines = twice_detail(stamps, r)
     if lines:
+        lines += log_detail(log, {s.job_id for s in duplicated(stamps)} - {"-"}) if log else []
         text = f"## {where}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n" + "\n".join(lines)
         print(text, flush=True)
         with (Path(__file__).resolve().parent / "results" / "twice.md").open("a") as out:
             out.write(text + "\n\n")
+
+
+def duplicated(stamps: list[Stamp]) -> list[Stamp]:
+    """The stamps of tags stamped more than once."""
+    counts = Counter(stamp.tag for stamp in stamps)
+    return [stamp for stamp in stamps if counts[stamp.tag] > 1]
+
+
+def log_detail(log: Path, job_ids: set[str], most: int = 40) -> list[str]:
+    """The log's lines that name one of `job_ids`, and its last `most` warnings and errors."""
+    if not log.exists():
+        return []
+    text = log.read_text(errors="replace").splitlines()
+    naming = [line for line in text if any(job_id in line for job_id in job_ids)]
+    warnings = [line for line in text if "WARNING" in line or "ERROR" in line]
+    return [
+        f"  log lines naming the job: {len(naming)}",
+        *(f"    {line[:400]}" for line in naming[:most]),
+        f"  warnings and errors in the log: {len(warnings)} (the last {min(most, len(warnings))})",
+        *(f"    {line[:400]}" for line in warnings[-most:]),
+    ]
 
 
 def twice_detail(stamps: list[Stamp], r: redis.Redis) -> list[str]:
@@ -299,13 +325,11 @@ def twice_detail(stamps: list[Stamp], r: redis.Redis) -> list[str]:
     twice shows two results; a stamp written twice (a retried push) or a job id enqueued twice shows
     otherwise."""
     by_tag: dict[str, list[Stamp]] = {}
-    for stamp in stamps:
+    for stamp in duplicated(stamps):
         by_tag.setdefault(stamp.tag, []).append(stamp)
     lines = []
     for tag, same in sorted(by_tag.items()):
-        if len(same) < 2:
-            continue
-        starts = ", ".join(f"{s.started_at:.6f} ({s.job_id})" for s in same)
+        starts = ", ".join(f"{s.started_at:.6f} ({s.job_id}, pid {s.pid})" for s in same)
         lines.append(f"{tag}: started at {starts}")
         for job_id in sorted({s.job_id for s in same} - {"-"}):
             fields = r.hmget(f"rq:job:{job_id}", "status", "enqueued_at", "started_at", "ended_at")

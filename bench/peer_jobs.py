@@ -52,7 +52,7 @@ def probe(enqueued_at: float) -> None:
 
 def burn(seconds: float, sent_at: float, priority: int, tag: str, called_at: float = 0.0) -> None:
     """Read the clock, burn ``seconds`` of CPU, then push
-    ``"<priority> <sent_at> <started_at> <tag> <called_at> <RQ job id or ->"``.
+    ``"<priority> <sent_at> <started_at> <tag> <called_at> <RQ job id or -> <pid>"``.
 
     The load benchmarks' job (``bench.load``, ``bench.burst``): ``sent_at`` is the producer's scheduled
     send time, so start minus ``sent_at`` is the open-loop latency; ``called_at`` is when the producer
@@ -60,7 +60,7 @@ def burn(seconds: float, sent_at: float, priority: int, tag: str, called_at: flo
     the job system's. CPU time, not wall time, is burnt, so a job costs the same on a busy machine.
     The stamp goes to the Redis in ``PEER_BENCH_STAMP_URL`` (a server of its own), so it adds nothing
     to the job Redis's load or its command counts. The RQ job id (ours; "-" under Celery and Dramatiq)
-    lets a job stamped twice be looked up (`bench.openloop.twice_detail`).
+    and the process that ran it let a job stamped twice be looked up (`bench.openloop.twice_detail`).
     """
     started_at = time.time()
     deadline = time.process_time() + seconds
@@ -68,7 +68,8 @@ def burn(seconds: float, sent_at: float, priority: int, tag: str, called_at: flo
         pass
     job = get_current_job()
     job_id = job.id if job is not None else "-"
-    _stamp_client().rpush(STAMPS_KEY, f"{priority} {sent_at!r} {started_at!r} {tag} {called_at!r} {job_id}")
+    stamp = f"{priority} {sent_at!r} {started_at!r} {tag} {called_at!r} {job_id} {os.getpid()}"
+    _stamp_client().rpush(STAMPS_KEY, stamp)
 
 
 def sentinel() -> None:

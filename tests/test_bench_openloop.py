@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import pytest
 import redis
 
 from bench import runqueue
 from bench.burst import recovery_s
-from bench.openloop import MAX_SEND, Stamp, batch_schedule, parse_stamp, poisson_schedule, twice_detail
+from bench.openloop import (
+    MAX_SEND,
+    Stamp,
+    batch_schedule,
+    log_detail,
+    parse_stamp,
+    poisson_schedule,
+    twice_detail,
+)
 
 
 def test_poisson_schedule_has_the_rate_the_window_and_one_p0_in_ten() -> None:
@@ -47,6 +56,7 @@ def test_a_stamp_reads_back_with_both_latencies() -> None:
     assert stamp.latency_ms == pytest.approx(4.0)
     assert stamp.from_call_ms == pytest.approx(3.0)
     assert parse_stamp(b"0 100.0 100.004 p1-7 100.001 abc-1").job_id == "abc-1"  # ours names its RQ job
+    assert parse_stamp(b"0 100.0 100.004 p1-7 100.001 abc-1 4242").pid == 4242  # ... and the process
 
 
 def test_a_tag_stamped_twice_is_reported_with_what_redis_holds_of_its_job(client: redis.Redis) -> None:
@@ -56,10 +66,20 @@ def test_a_tag_stamped_twice_is_reported_with_what_redis_holds_of_its_job(client
     stamps = [Stamp(1, 1.0, 1.1, "75p0-3", 1.0, "j1"), Stamp(1, 1.0, 1.5, "75p0-3", 1.0, "j1")]
     stamps.append(Stamp(1, 1.0, 1.2, "75p0-4", 1.0, "j2"))  # once: not reported
     lines = twice_detail(stamps, client)
-    assert lines[0].startswith("75p0-3: started at 1.100000 (j1), 1.500000 (j1)")
+    assert lines[0].startswith("75p0-3: started at 1.100000 (j1, pid 0), 1.500000 (j1, pid 0)")
     assert "status, enqueued, started, ended ['finished', None" in lines[1]
     assert "b'd.1'" in lines[1] and "b'd.9'" in lines[1]  # two outcomes written: it ran twice
     assert len(lines) == 2
+
+
+def test_the_log_lines_naming_a_job_stamped_twice_and_the_last_warnings_are_kept(tmp_path: Path) -> None:
+    log = tmp_path / "ours.log"
+    log.write_text("INFO job j1 claimed\nINFO job j2 claimed\nWARNING slot 0 reported an outcome for j1\n")
+    lines = log_detail(log, {"j1"})
+    assert lines[0] == "  log lines naming the job: 2"
+    assert lines[1:3] == ["    INFO job j1 claimed", "    WARNING slot 0 reported an outcome for j1"]
+    assert lines[3] == "  warnings and errors in the log: 1 (the last 1)"
+    assert log_detail(tmp_path / "absent.log", {"j1"}) == []
 
 
 def stamps_at(sent_at: float, latency_ms: float, n: int = 10) -> list[Stamp]:
