@@ -14,11 +14,9 @@ outage; whether they are still its own is settled by the lease renewal once Redi
 
 from __future__ import annotations
 
-import mmap
-import struct
 import time
 
-_BEAT = struct.Struct("=d")
+from adaptive_scheduler.shared_cells import SharedCells
 
 
 class Pulse:
@@ -26,15 +24,15 @@ class Pulse:
     slots forked from it share."""
 
     def __init__(self) -> None:
-        self._page = mmap.mmap(-1, _BEAT.size)  # anonymous, shared: forked slots read what it writes
+        self._cell = SharedCells(1, "d")  # forked slots read what the daemon writes, never half of it
         self.beat(time.monotonic())
 
     def beat(self, now_mono: float) -> None:
-        _BEAT.pack_into(self._page, 0, now_mono)
+        self._cell[0] = now_mono
 
     def age(self, now_mono: float) -> float:
         """Seconds since the daemon's last tick."""
-        return now_mono - float(_BEAT.unpack_from(self._page, 0)[0])
+        return now_mono - self._cell[0]
 
 
 def fence_after_s(lease_ttl_s: float, renewal_interval_s: float) -> float:

@@ -7,9 +7,9 @@ sees a job's intent a little earlier. What it counts: bytes malloc has handed ou
 which malloc does not see; RSS counts them.
 
 A slot cannot answer a question while its job runs, so each slot runs a small sampler thread that
-writes its reading into an 8-byte shared page (`HeapCell`, an anonymous shared mmap made before the
-fork), and the daemon reads the cell when it samples memory: about 1 µs per slot, no message, no
-syscall on the daemon's side.
+writes its reading into a shared 8-byte cell (`HeapCell`, in an anonymous shared page made before the
+fork: `adaptive_scheduler.shared_cells`), and the daemon reads the cell when it samples memory: about
+1 µs per slot, no message, no syscall on the daemon's side.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from __future__ import annotations
 import _thread
 import ctypes
 import ctypes.util
-import mmap
-import struct
 import time
 from collections.abc import Callable
 
-_CELL = struct.Struct("=q")
-_FENCED_AT = _CELL.size  # a second field: 1 once the slot fenced itself (see adaptive_scheduler.pulse)
+from adaptive_scheduler.shared_cells import SharedCells
+
+_READING, _FENCED = 0, 1  # the malloc reading; 1 once the slot fenced itself (adaptive_scheduler.pulse)
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -60,23 +59,23 @@ class HeapCell:
     """One slot's heap reading, shared between the slot (writer) and the daemon (reader)."""
 
     def __init__(self) -> None:
-        self._page = mmap.mmap(-1, 2 * _CELL.size)  # anonymous, shared: a forked child writes to it too
+        self._cells = SharedCells(2, "q")  # made before the fork: the slot writes, the daemon reads
 
     def write(self, value: int) -> None:
-        _CELL.pack_into(self._page, 0, value)
+        self._cells[_READING] = value
 
     def read(self) -> int:
-        return int(_CELL.unpack_from(self._page, 0)[0])
+        return int(self._cells[_READING])
 
     def mark_fenced(self) -> None:
         """The slot is about to kill itself because its daemon went silent (adaptive_scheduler.pulse)."""
-        _CELL.pack_into(self._page, _FENCED_AT, 1)
+        self._cells[_FENCED] = 1
 
     def fenced(self) -> bool:
-        return bool(_CELL.unpack_from(self._page, _FENCED_AT)[0])
+        return bool(self._cells[_FENCED])
 
     def close(self) -> None:
-        self._page.close()
+        self._cells.close()
 
 
 def start_sampler(cell: HeapCell, interval_s: float, also: Callable[[], None] | None = None) -> None:
