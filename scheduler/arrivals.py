@@ -4,10 +4,10 @@ A claim reports which queues it left empty; the daemon then keeps a watch on eac
 pending no-op `BLMOVE` that answers when the queue gets a job) and claims from a queue again only once
 its watch fired, unless it never looked. A queue known to hold jobs (`arrived`: its watch fired, or a
 claim left jobs in it) more urgent than every job held locally is claimed from before the next local
-job starts. A watch whose connection died without a word (a
-partition, a server no longer the master) never fires: `check_silent` finds such a queue by its depth
-at two housekeeping rounds in a row and resets its watch. The daemon decides when to claim; this keeps
-the facts it decides on.
+job starts. A watch whose connection died without a word (a partition, a server no longer the master)
+never fires: `check_silent` finds such a queue by its depth at two housekeeping rounds in a row, the
+same watch set at both, and resets its watch. The daemon decides when to claim; this keeps the facts
+it decides on.
 
 A watch may carry a *parked claim* (`park`: the daemon says when, and which): Redis runs it the moment the
 watch answers, so a job that lands in an empty queue is claimed without a round trip from the daemon.
@@ -52,7 +52,8 @@ class Arrivals:
         self.empty: set[int] = set()  # queues the last claim found empty (or broken: not claimed from)
         self.arrived: set[int] = set()  # queues known to hold jobs: a watch fired, or a claim left them so
         self._unread: list[int] = []  # watches that fired, whose reply is read after the claim is sent
-        self._silent: set[int] = set()  # queues with jobs whose watch did not fire (at the last round)
+        # queues with jobs whose watch had not fired at the last round -> that watch's generation
+        self._silent: dict[int, int] = {}
 
     def quiet(self) -> set[int]:
         """Queues empty at the last claim that got no job since: nothing to claim there."""
@@ -130,10 +131,14 @@ class Arrivals:
             self._lost()  # it may have run before the connection was closed
 
     def check_silent(self, depths: list[int], paused: frozenset[int]) -> list[int]:
-        """Reset the watches of queues believed empty that held jobs at this round and the one before
-        (see the module's docstring); returns their indexes."""
-        silent = {i for i in self.quiet() - paused if depths[i] > 0}
-        dead = sorted(silent & self._silent)
+        """Reset the watches of queues believed empty that held jobs at this round and the one before,
+        with the same watch set at both (see the module's docstring); returns their indexes.
+
+        Under load a queue's watch often has fired a moment before the round reads the depths, its
+        answer not read yet: at two rounds in a row that is two watches, each alive (it fired, was read,
+        and the queue was claimed from and watched again), not one that never answers."""
+        silent = {i: self._waker.generation(i) for i in self.quiet() - paused if depths[i] > 0}
+        dead = sorted(i for i, generation in silent.items() if self._silent.get(i) == generation)
         for index in dead:
             self.reset(index)
         self._silent = silent

@@ -33,10 +33,15 @@ class Waker:
         self._keys = queue_keys
         self._conns: list[AbstractConnection] = [client.connection_pool.make_connection() for _ in queue_keys]
         self._armed = [False] * len(queue_keys)
+        self._arms = [0] * len(queue_keys)  # watches set so far per queue: tells one watch from the next
         self._refused = [_Refusals(f"cannot watch {key}") for key in queue_keys]
 
     def armed(self, index: int) -> bool:
         return self._armed[index]
+
+    def generation(self, index: int) -> int:
+        """How many watches were set on queue `index` so far: unchanged while one watch stays unanswered."""
+        return self._arms[index]
 
     def arm(self, index: int, behind: bytes = b"") -> int | None:
         """Start watching queue `index`, with `behind` (an encoded command) run as soon as it answers;
@@ -54,6 +59,7 @@ class Waker:
             return None
         self._refused[index].succeeded()
         self._armed[index] = True
+        self._arms[index] += 1
         return conn._sock.fileno()  # type: ignore[union-attr]  # redis-py keeps the socket private
 
     def answer_behind(self, index: int) -> Any:

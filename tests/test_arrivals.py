@@ -87,6 +87,42 @@ def test_a_queue_that_arrived_after_the_claim_was_sent_stays_known(arrivals: Arr
     assert arrivals.arrived == {2}
 
 
+def test_a_watch_that_never_answers_while_its_queue_holds_jobs_is_reset_at_the_second_round(
+    arrivals: Arrivals,
+) -> None:
+    # Given P0 watched (a claim left it empty) and a connection that will never answer: the depth read
+    # at housekeeping says P0 holds a job, yet nothing lands where the watch waits
+    arrivals.claimed(answered=set(), took=set(), emptied={0}, broken=set(), paused=NONE_PAUSED)
+    holds_one = [1, 0, 0, 0]
+    # When two housekeeping rounds see it so, the same watch set at both
+    first = arrivals.check_silent(holds_one, NONE_PAUSED)
+    second = arrivals.check_silent(holds_one, NONE_PAUSED)
+    # Then the second resets the watch and has the queue claimed from
+    assert (first, second) == ([], [0])
+    assert 0 in arrivals.arrived
+
+
+def test_a_queue_whose_watch_fired_between_two_rounds_is_not_taken_for_silent(
+    client: redis.Redis, arrivals: Arrivals, poller: Poller
+) -> None:
+    # Given P0 watched, and a job that landed just before a round read the depths (its watch fired, its
+    # answer not read yet: what a busy daemon sees about once per round at 75 % load)
+    arrivals.claimed(answered=set(), took=set(), emptied={0}, broken=set(), paused=NONE_PAUSED)
+    client.rpush(QUEUES[0], "job-1")
+    assert arrivals.check_silent([1, 0, 0, 0], NONE_PAUSED) == []
+    # When the daemon reads the answer, claims the job and watches P0 again, and the next round again
+    # reads the depth just after the next job landed
+    poller.wait(1.0)
+    arrivals.read_answers()
+    client.lpop(QUEUES[0])
+    arrivals.claimed(answered={0}, took={0}, emptied={0}, broken=set(), paused=NONE_PAUSED)
+    client.rpush(QUEUES[0], "job-2")
+    # Then that is a second watch, alive: it is not reset (it was, with a warning, before)
+    assert arrivals.check_silent([1, 0, 0, 0], NONE_PAUSED) == []
+    poller.wait(1.0)
+    assert arrivals.arrived == {0}  # ... and it fires
+
+
 # --- claims parked behind watches: Redis claims the job the moment it lands --------------------------
 
 
