@@ -159,11 +159,11 @@ class Settings(RedisUrlText, BaseSettings):
         "per call; see 'What async replication can still lose'.",
     )
     park_claims: bool = Field(
-        default=False,
+        default=True,
         description="While calm, park a one-job claim behind each watch of an empty queue, so that Redis "
         "claims a job the moment it lands (off: the daemon claims it once the watch has woken it, one "
-        "round trip later). Not with replica_acks (a parked claim waits for no replica). Off by default "
-        "for now: see README, 'How a job travels'.",
+        "round trip later; about 0.2 ms of enqueue->start). Not with replica_acks (a parked claim waits "
+        "for no replica).",
     )
     replica_ack_timeout_ms: int = Field(
         default=500,
