@@ -220,7 +220,9 @@ def plans_for(url: str, capacity: float, args: argparse.Namespace) -> tuple[list
     burst_rate = capacity * args.burst_x / args.burst_producers
     start, stop = args.base_s, args.base_s + args.burst_s
     plans += [
-        ProducerPlan("ours", url, f"burst{i}", batch_schedule(burst_rate, start, stop, args.batch, i))
+        ProducerPlan(
+            "ours", url, f"burst{i}", batch_schedule(burst_rate, start, stop, args.batch, i), args.burst_nice
+        )
         for i in range(args.burst_producers)
     ]
     return plans, end_s
@@ -334,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--producers", type=int, default=2, help="baseline producer processes")
     parser.add_argument("--burst-producers", type=int, default=3)
     parser.add_argument("--batch", type=int, default=100, help="jobs per enqueue_many in the burst")
+    parser.add_argument(
+        "--burst-nice",
+        type=int,
+        default=0,
+        help="run the burst producers this many nice steps lower, so that on a small machine they do not "
+        "starve the baseline producers whose P0 jobs are measured (default 0)",
+    )
     parser.add_argument("--capacity-jobs", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=16)
     args = parser.parse_args(argv)
@@ -353,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
             format_report(result, args),
             "",
             f"(goals: {GOALS}; {args.producers} baseline + {args.burst_producers} burst producers, "
-            f"batches of {args.batch}; started {stamp}, {took_s:.0f} s in all)",
+            f"batches of {args.batch}"
+            + (f", burst producers at nice {args.burst_nice}" if args.burst_nice else "")
+            + f"; started {stamp}, {took_s:.0f} s in all)",
         ]
     )
     print(text)

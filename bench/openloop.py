@@ -82,6 +82,7 @@ class ProducerPlan:
     job_url: str
     name: str
     schedule: list[Send]
+    nice: int = 0  # run this many steps below the harness's CPU priority (a load generator, not a probe)
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,8 @@ def run_schedule(sender: Sender, schedule: list[Send], epoch: float) -> tuple[in
 
 def producer_main(plan: ProducerPlan, conn: Connection) -> None:
     """A producer process: build the sender, say ready, get the epoch, send, report."""
+    if plan.nice:
+        os.nice(plan.nice)
     sender = make_sender(plan.system, plan.job_url, plan.name)
     sender.warm_up()
     conn.send("ready")
