@@ -106,7 +106,9 @@ class Settings(RedisUrlText, BaseSettings):
         ge=0,
         le=19,
         description="Slots (the P0 lane excepted) run this many nice steps below the daemon, so that "
-        "jobs busy on every core do not delay the daemon's reactions and P0 starts. 0: same as the daemon.",
+        "jobs busy on every core do not delay the daemon's reactions and P0 starts. Each slot leads its "
+        "own session, with the same weight where the kernel shares CPU time between sessions first "
+        "(autogroup). 0: same as the daemon.",
     )
     slot_mode: Literal["pool", "fresh"] = Field(
         default="pool",

@@ -47,6 +47,17 @@ def children(pid: int, zombies: bool = False) -> set[int]:
     return found
 
 
+def autogroup_nice(pid: int) -> int | None:
+    """The nice of a process's session's CPU group ("/autogroup-7 nice 5"); None where the kernel does
+    not group CPU time by session (no autogroup, or it is off) or the process has ended."""
+    try:
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+            return None
+        return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+
+
 def title(pid: int) -> str:
     """A process's command line as `ps` shows it (its title, once the process set one); "<gone>" once
     it has ended (a slot replaced meanwhile), so that a wait on it fails with the titles it saw."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psutil
@@ -10,7 +11,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
-from tests.helpers import children, queue, running_daemon, title, wait_until
+from tests.helpers import autogroup_nice, children, queue, running_daemon, title, wait_until
 
 
 def fetch(client: redis.Redis, job_id: str) -> Job:
@@ -225,18 +226,31 @@ def test_a_p0_job_finding_every_slot_busy_runs_at_once_in_the_p0_lane(
         wait_until(lambda: "P0 lane opened: every slot is busy" in daemon.output())
         wait_until(lambda: len(children(daemon.process.pid)) == 3)
         # the two slots run 5 nice steps below the daemon; the lane, for P0 jobs, does not; `ps` tells
-        # which is which (processes forked within one clock tick have the same create time: no order)
+        # which is which (processes forked within one clock tick have the same create time: no order).
+        # Each leads its own session, whose CPU weight (where the kernel shares CPU time between
+        # sessions first: autogroup) is its nice
         slots = children(daemon.process.pid)
         daemon_nice = psutil.Process(daemon.process.pid).nice()
+        grouped = autogroup_nice(daemon.process.pid) is not None
         expected = {
-            (5, "adaptive-scheduler: slot 0"),
-            (5, "adaptive-scheduler: slot 1"),
-            (0, "adaptive-scheduler: slot 2 (P0 lane)"),
+            (5, "adaptive-scheduler: slot 0", True, 5 if grouped else None),
+            (5, "adaptive-scheduler: slot 1", True, 5 if grouped else None),
+            (0, "adaptive-scheduler: slot 2 (P0 lane)", True, 0 if grouped else None),
         }
-        seen: list[set[tuple[int, str]]] = []
+        seen: list[set[tuple[int, str, bool, int | None]]] = []
 
         def niced_titles() -> bool:
-            seen.append({(psutil.Process(pid).nice() - daemon_nice, title(pid)) for pid in slots})
+            seen.append(
+                {
+                    (
+                        psutil.Process(pid).nice() - daemon_nice,
+                        title(pid),
+                        os.getsid(pid) == pid,
+                        autogroup_nice(pid),
+                    )
+                    for pid in slots
+                }
+            )
             return seen[-1] == expected
 
         try:
