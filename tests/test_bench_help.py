@@ -15,6 +15,7 @@ BENCHMARKS = (
     "dispatch",
     "drain",
     "durability",
+    "enqueue_cost",
     "load",
     "memstorm",
     "monitor",
