@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         server = RedisServer(Path(tmp, "redis"), persistent=False).start()
         try:
             client = redis.Redis.from_url(server.url)
-            sent: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
+            spawn = mp.get_context("spawn")
+            sent: mp.Queue = spawn.Queue()  # type: ignore[type-arg]
             until = time.time() + 2.0 + args.seconds  # 2 s to start the producers and connect
             procs = [
                 mp.get_context("spawn").Process(

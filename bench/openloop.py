@@ -24,7 +24,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -284,9 +284,11 @@ class Stamp:
 
 
 def parse_stamp(raw: bytes) -> Stamp:
-    priority, sent_at, started_at, tag, called_at, *rest = raw.decode().split()
-    job_id, pid = (rest + ["-", "0"][len(rest) :])[:2]
-    return Stamp(int(priority), float(sent_at), float(started_at), tag, float(called_at), job_id, int(pid))
+    priority, sent_at, started_at, tag, called_at, *named = raw.decode().split()  # named: job id, pid
+    stamp = Stamp(int(priority), float(sent_at), float(started_at), tag, float(called_at))
+    if named:
+        stamp = replace(stamp, job_id=named[0], pid=int(named[1]) if len(named) > 1 else 0)
+    return stamp
 
 
 def report_twice(stamps: list[Stamp], r: redis.Redis, where: str, log: Path | None = None) -> None:
